@@ -1,0 +1,28 @@
+"""The project's exception hierarchy: one base class, typed subclasses, docstring as message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkerError(Exception):
+    """The job worker failed."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.context = context
+        template = " ".join((self.__doc__ or "").split())
+        text = message if message is not None else template.format(**context)
+        super().__init__(text)
+
+
+class InvalidJobArguments(WorkerError):
+    """Invalid arguments for job {job!r}: {details}. Fix the arguments and enqueue the job again."""
+
+    retryable = False
+
+
+class PoolAcquireTimeout(WorkerError):
+    """No database connection became free within {timeout:g} s (pool max size {max_size}). The job will
+    be retried; if this repeats, raise PG_POOL_MAX_SIZE or lower WORKER_MAX_JOBS."""
+
+    retryable = True

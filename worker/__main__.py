@@ -1,0 +1,7 @@
+"""``python -m worker``: the operator and scripting command line."""
+
+from __future__ import annotations
+
+from worker.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Command line: set up the database, seed it, enqueue jobs and read results.
+
+Exit codes: 0 success; 1 the job failed; 2 bad usage or configuration, or a service is unreachable;
+3 no result yet (timeout or still running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+from jobs.errors import WorkerError
+from jobs.registry import JOBS
+from worker.client import EnqueueOptions, JobClient
+from worker.config import Config, load_config
+from worker.connectivity import check_postgres, check_redis
+from worker.database import connect, ensure_database, migrate
+from worker.errors import JobFailed, ResultTimeout
+from worker.seed import seed_users
+from worker.urls import mask_url
+
+EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; a value that is valid JSON (42, true, null, "x", [1]) is taken as JSON."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise WorkerError(f"argument {pair!r} is not of the form name=value")
+        try:
+            kwargs[key] = json.loads(text)
+        except json.JSONDecodeError:
+            kwargs[key] = text
+    return kwargs
+
+
+def emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+async def cmd_check(config: Config, _: argparse.Namespace) -> int:
+    await check_postgres(config, url=_server_url(config))
+    await check_redis(config)
+    emit(
+        {"postgres": mask_url(config.database_url), "redis": mask_url(config.redis_url), "ok": True}
+    )
+    return 0
+
+
+def _server_url(config: Config) -> str:
+    from worker.database import with_database
+
+    return with_database(config.database_url, "postgres")
+
+
+async def cmd_setup(config: Config, args: argparse.Namespace) -> int:
+    created = await ensure_database(config.database_url, config.pg_connect_timeout)
+    conn = await connect(config.database_url, config.pg_connect_timeout)
+    try:
+        applied = await migrate(conn)
+        users = int(await conn.fetchval("SELECT count(*) FROM users"))
+        seeded = 0
+        if users == 0 and args.seed > 0:
+            seeded = await seed_users(conn, args.seed, show=not args.quiet)
+    finally:
+        await conn.close()
+    emit(
+        {
+            "database_created": created,
+            "migrations_applied": applied,
+            "users_before": users,
+            "users_seeded": seeded,
+        }
+    )
+    return 0
+
+
+async def cmd_seed(config: Config, args: argparse.Namespace) -> int:
+    conn = await connect(config.database_url, config.pg_connect_timeout)
+    try:
+        started = asyncio.get_running_loop().time()
+        added = await seed_users(conn, args.users, batch=args.batch, show=not args.quiet)
+        seconds = asyncio.get_running_loop().time() - started
+        total = int(await conn.fetchval("SELECT count(*) FROM users"))
+    finally:
+        await conn.close()
+    emit({"users_added": added, "users_total": total, "seconds": round(seconds, 2)})
+    return 0
+
+
+async def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
+    kwargs = json.loads(args.json) if args.json else {}
+    if not isinstance(kwargs, dict):
+        raise WorkerError("--json must be a JSON object of the job's arguments")
+    kwargs.update(parse_assignments(args.assignments))
+    options: EnqueueOptions = {}
+    if args.job_id:
+        options["job_id"] = args.job_id
+    if args.defer_by is not None:
+        options["defer_by"] = args.defer_by
+    if args.defer_until:
+        options["defer_until"] = datetime.fromisoformat(args.defer_until)
+    async with JobClient.connect(config) as client:
+        handle = await client.enqueue(args.job, options=options, **kwargs)
+        if args.wait is None:
+            emit({"job_id": handle.job_id, "queue": handle.queue_name})
+            return 0
+        return await _print_result(client, handle.job_id, args.wait)
+
+
+async def cmd_result(config: Config, args: argparse.Namespace) -> int:
+    async with JobClient.connect(config) as client:
+        return await _print_result(client, args.job_id, args.wait)
+
+
+async def _print_result(client: JobClient, job_id: str, wait: float) -> int:
+    handle = client.handle(job_id)
+    try:
+        outcome = await handle.raw_result(timeout=wait)
+    except JobFailed as exc:
+        emit(
+            {
+                "job_id": job_id,
+                "success": False,
+                "error": exc.context["error_type"],
+                "message": exc.context["message"],
+            }
+        )
+        return EXIT_FAILED
+    except ResultTimeout:
+        emit({"job_id": job_id, "status": (await handle.status()).value})
+        return EXIT_PENDING
+    emit({"job_id": job_id, "success": True, **outcome})
+    return 0
+
+
+async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
+    emit(
+        {
+            spec.name: {
+                "doc": (spec.function.__doc__ or "").strip(),
+                "arguments": spec.args_model.model_json_schema(),
+            }
+            for spec in JOBS
+        }
+    )
+    return 0
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "setup": cmd_setup,
+    "seed": cmd_seed,
+    "enqueue": cmd_enqueue,
+    "result": cmd_result,
+    "jobs": cmd_jobs,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="check that PostgreSQL and Redis answer")
+    setup = sub.add_parser("setup", help="create the database, apply migrations, seed if empty")
+    setup.add_argument(
+        "--seed", type=int, default=10_000, help="users to add if the table is empty"
+    )
+    setup.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed = sub.add_parser("seed", help="add demo users with COPY")
+    seed.add_argument("--users", type=int, required=True, help="how many users to add")
+    seed.add_argument("--batch", type=int, default=50_000, help="rows per COPY batch")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    enqueue = sub.add_parser("enqueue", help="enqueue a job: enqueue get_user user_id=42")
+    enqueue.add_argument("job", help="job name (see `python -m worker jobs`)")
+    enqueue.add_argument("assignments", nargs="*", metavar="name=value", help="job arguments")
+    enqueue.add_argument("--json", help="job arguments as one JSON object")
+    enqueue.add_argument("--job-id", help="job id; a second enqueue with the same id is refused")
+    enqueue.add_argument(
+        "--defer-by", type=float, metavar="SECONDS", help="start no sooner than this"
+    )
+    enqueue.add_argument("--defer-until", metavar="ISO8601", help="start no sooner than this time")
+    enqueue.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait for and print the result"
+    )
+    result = sub.add_parser(
+        "result", help="print a job's result (or its status if it has none yet)"
+    )
+    result.add_argument("job_id")
+    result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long")
+    sub.add_parser("jobs", help="list the jobs and the JSON schema of their arguments")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config()
+        return asyncio.run(COMMANDS[args.command](config, args))
+    except WorkerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE

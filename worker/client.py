@@ -1,0 +1,188 @@
+"""Typed Python client for other services: validates arguments, then enqueues in arq's format."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
+
+from arq.connections import ArqRedis, create_pool
+from arq.jobs import Job, JobStatus
+
+from jobs.models import DeactivatedUsers, User, UserCount, UserList, UserPage
+from jobs.registry import JOBS_BY_NAME, JobSpec
+from worker import codec
+from worker.config import Config, load_config
+from worker.errors import DuplicateJob, JobFailed, ResultNotFound, ResultTimeout, UnknownJob
+from worker.redis_settings import redis_settings
+
+T = TypeVar("T")
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """How to enqueue: ``job_id`` refuses duplicates; ``defer_by`` / ``defer_until`` delay the start."""
+
+    job_id: str
+    defer_by: float | timedelta
+    defer_until: datetime
+
+
+class JobHandle(Generic[T]):
+    """An enqueued job: its id, its status, and its typed result once it has finished."""
+
+    def __init__(self, job: Job, spec: JobSpec[Any, Any] | None, queue_name: str) -> None:
+        self.job = job
+        self.job_id = job.job_id
+        self.spec = spec
+        self.queue_name = queue_name
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id} on {self.queue_name}>"
+
+    async def status(self) -> JobStatus:
+        """deferred, queued, in_progress, complete or not_found."""
+        return await self.job.status()
+
+    async def raw_result(self, timeout: float = 10.0, poll: float = 0.02) -> dict[str, Any]:
+        """Wait for the result and return it as JSON data; raises JobFailed if the job failed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            info = await self.job.result_info()
+            if info is not None:
+                if info.success:
+                    return {"result": info.result, "try": info.job_try, "function": info.function}
+                error, message = failure_of(info.result)
+                raise JobFailed(
+                    job_id=self.job_id, function=info.function, error_type=error, message=message
+                )
+            if await self.job.status() == JobStatus.not_found:
+                raise ResultNotFound(job_id=self.job_id, queue=self.queue_name)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ResultTimeout(job_id=self.job_id, timeout=timeout, queue=self.queue_name)
+            await asyncio.sleep(poll)
+            poll = min(poll * 1.5, 0.5)
+
+    async def result(self, timeout: float = 10.0) -> T:
+        """Wait up to ``timeout`` seconds for the job's result, parsed into its model."""
+        data = (await self.raw_result(timeout))["result"]
+        if self.spec is None:
+            return data  # type: ignore[no-any-return]
+        return self.spec.result_adapter.validate_python(data)  # type: ignore[no-any-return]
+
+
+def failure_of(result: Any) -> tuple[str, str]:
+    """The (error type, message) of a failed job's stored result."""
+    if isinstance(result, dict) and "error" in result:
+        return str(result["error"]), str(result.get("message", ""))
+    if isinstance(result, BaseException):
+        return type(result).__name__, str(result)
+    return "Error", str(result)
+
+
+class JobClient:
+    """Enqueue jobs on the worker's queue. Open it with ``async with JobClient.connect() as client``."""
+
+    def __init__(self, redis: ArqRedis, queue_name: str) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, config: Config | None = None) -> AsyncIterator[JobClient]:
+        """Connect to REDIS_URL (JSON codec, the worker's queue); closes the connection on exit."""
+        config = config or load_config()
+        redis = await create_pool(
+            redis_settings(config),
+            job_serializer=codec.serialize,
+            job_deserializer=codec.deserialize,
+            default_queue_name=config.queue_name,
+        )
+        try:
+            yield cls(redis, config.queue_name)
+        finally:
+            await redis.aclose()
+
+    async def enqueue(
+        self, name: str, /, *args: Any, options: EnqueueOptions | None = None, **kwargs: Any
+    ) -> JobHandle[Any]:
+        """Validate the arguments against the job's model, then enqueue it; returns its handle."""
+        spec = JOBS_BY_NAME.get(name)
+        if spec is None:
+            raise UnknownJob(name=name, known=", ".join(sorted(JOBS_BY_NAME)))
+        params = spec.parse(args, kwargs).model_dump(mode="json", exclude_defaults=True)
+        opts = options or {}
+        defer_until = opts.get("defer_until")
+        if defer_until is not None and defer_until.tzinfo is None:
+            raise ValueError("defer_until must be timezone-aware (for example datetime.now(UTC))")
+        job = await self.redis.enqueue_job(
+            name,
+            _job_id=opts.get("job_id"),
+            _queue_name=self.queue_name,
+            _defer_by=opts.get("defer_by"),
+            _defer_until=defer_until,
+            **params,
+        )
+        if job is None:
+            raise DuplicateJob(job_id=opts.get("job_id"))
+        return JobHandle(job, spec, self.queue_name)
+
+    def handle(self, job_id: str) -> JobHandle[Any]:
+        """A handle on a job enqueued earlier (by anyone), to read its status and result."""
+        job = Job(job_id, self.redis, _queue_name=self.queue_name, _deserializer=codec.deserialize)
+        return JobHandle(job, None, self.queue_name)
+
+    async def get_user(
+        self, user_id: int, **options: Unpack[EnqueueOptions]
+    ) -> JobHandle[User | None]:
+        """Enqueue ``get_user``."""
+        return await self.enqueue("get_user", options=options, user_id=user_id)
+
+    async def list_users(
+        self,
+        *,
+        active: bool | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        **options: Unpack[EnqueueOptions],
+    ) -> JobHandle[UserPage]:
+        """Enqueue ``list_users`` (one keyset page; pass ``next_after_id`` back as ``after_id``)."""
+        return await self.enqueue(
+            "list_users",
+            options=options,
+            active=active,
+            created_from=created_from,
+            created_to=created_to,
+            after_id=after_id,
+            limit=limit,
+        )
+
+    async def search_users(
+        self,
+        prefix: str,
+        *,
+        field: str = "email",
+        limit: int = 20,
+        **options: Unpack[EnqueueOptions],
+    ) -> JobHandle[UserList]:
+        """Enqueue ``search_users`` (case-insensitive prefix of email or name)."""
+        return await self.enqueue(
+            "search_users", options=options, prefix=prefix, field=field, limit=limit
+        )
+
+    async def count_users(
+        self, *, active: bool | None = None, **options: Unpack[EnqueueOptions]
+    ) -> JobHandle[UserCount]:
+        """Enqueue ``count_users``."""
+        return await self.enqueue("count_users", options=options, active=active)
+
+    async def deactivate_inactive_users(
+        self, seen_before: datetime, **options: Unpack[EnqueueOptions]
+    ) -> JobHandle[DeactivatedUsers]:
+        """Enqueue ``deactivate_inactive_users`` (one transaction; returns the affected count)."""
+        return await self.enqueue(
+            "deactivate_inactive_users", options=options, seen_before=seen_before
+        )

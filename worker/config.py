@@ -1,0 +1,116 @@
+"""The worker's configuration: one validated class read from the environment and ``.env``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.cron_schedule import parse_schedule
+from worker.errors import ConfigError
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Config(BaseSettings):
+    """Every setting of the worker. Field ``x_y`` is read from the variable ``X_Y``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/jobs_worker"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: Annotated[str, Field(min_length=1, max_length=200)] = "arq:queue"
+
+    worker_max_jobs: Annotated[int, Field(ge=1, le=10_000)] = 20
+    pg_pool_min_size: Annotated[int | None, Field(ge=0)] = None
+    pg_pool_max_size: Annotated[int | None, Field(ge=1)] = None
+    pg_acquire_timeout: Seconds = 5.0
+    pg_connect_timeout: Seconds = 5.0
+    pg_statement_timeout: Seconds = 30.0
+
+    job_timeout: Seconds = 60.0
+    max_tries: Annotated[int, Field(ge=1, le=100)] = 5
+    keep_result: Annotated[float, Field(ge=0)] = 3600.0
+    poll_delay: Seconds = 0.05
+    health_check_interval: Seconds = 10.0
+
+    cron_deactivate: str = "15 3 * * *"
+    deactivate_after_days: Annotated[int, Field(ge=1)] = 90
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: str) -> str:
+        return _check_url(
+            url, ("postgres", "postgresql"), "postgresql://user:password@host:5432/dbname"
+        )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        return _check_url(url, ("redis", "rediss"), "redis://:password@host:6379/0")
+
+    @field_validator("cron_deactivate")
+    @classmethod
+    def _cron(cls, expression: str) -> str:
+        if expression.strip():
+            parse_schedule(expression)
+        return expression
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Config:
+        if self.pg_pool_min_size is not None and self.pg_pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"PG_POOL_MIN_SIZE={self.pg_pool_min_size} is larger than the pool's max size "
+                f"{self.pool_max_size}"
+            )
+        return self
+
+    @property
+    def pool_max_size(self) -> int:
+        """The pool's max size: PG_POOL_MAX_SIZE, or one connection per concurrent job."""
+        return self.pg_pool_max_size or self.worker_max_jobs
+
+    @property
+    def pool_min_size(self) -> int:
+        """Connections kept open when idle: PG_POOL_MIN_SIZE, or up to 4."""
+        if self.pg_pool_min_size is not None:
+            return self.pg_pool_min_size
+        return min(4, self.pool_max_size)
+
+
+def load_config(**overrides: object) -> Config:
+    """Read the configuration; a bad value raises ConfigError naming its variable."""
+    try:
+        return Config(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(details=_describe(exc)) from None
+
+
+def _check_url(url: str, schemes: tuple[str, ...], example: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parses the port; raises ValueError when it is not a number)
+    except ValueError:
+        raise ValueError(f"not a valid URL; expected the form {example}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"expected a URL of the form {example}")
+    return url
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        if not loc:  # a check across several variables names them in its message
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        name = loc[0].upper()
+        value = "" if name.endswith("_URL") else f" (got {err.get('input')!r})"
+        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}{value}")
+    return "; ".join(parts)

@@ -1,0 +1,138 @@
+"""PostgreSQL: the worker's one asyncpg pool, the schema check, migrations and database creation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from worker.errors import DatabaseMissing, DatabaseUnavailable, PoolTooLarge, SchemaMissing
+from worker.urls import mask_url
+
+if TYPE_CHECKING:
+    from worker.config import Config
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+APPLICATION_NAME = "pgpool-worker"
+# Any constant works; it only has to be the same in every process that migrates.
+MIGRATION_LOCK_ID = 0x6A6F6273
+
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Per-connection setup: json and jsonb columns decode to Python values."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
+    """Open the worker's pool; raises DatabaseUnavailable with a masked URL when it cannot."""
+    try:
+        return await asyncpg.create_pool(
+            config.database_url,
+            min_size=config.pool_min_size,
+            max_size=config.pool_max_size,
+            timeout=config.pg_connect_timeout,
+            command_timeout=config.pg_statement_timeout + 5,
+            server_settings={
+                "application_name": APPLICATION_NAME,
+                "statement_timeout": str(int(config.pg_statement_timeout * 1000)),
+            },
+            init=init_connection,
+        )
+    except CONNECT_ERRORS as exc:
+        raise _unavailable(config.database_url, exc) from None
+
+
+async def check_ready(pool: asyncpg.Pool[asyncpg.Record], config: Config) -> None:
+    """Fail clearly unless the users table exists and the server has room for the pool."""
+    async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
+        if await conn.fetchval("SELECT to_regclass('users')") is None:
+            raise SchemaMissing(url=mask_url(config.database_url))
+        row = await conn.fetchrow(
+            "SELECT current_setting('max_connections')::int AS max_connections,"
+            " current_setting('superuser_reserved_connections')::int AS reserved,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int"
+            " AS in_use"
+        )
+    assert row is not None
+    room = row["max_connections"] - row["reserved"] - row["in_use"] + pool.get_size()
+    if config.pool_max_size > room:
+        raise PoolTooLarge(
+            pool_max=config.pool_max_size, url=mask_url(config.database_url), **dict(row)
+        )
+
+
+def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailable | DatabaseMissing:
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return DatabaseMissing(name=database_name(url), url=mask_url(url))
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return DatabaseUnavailable(url=mask_url(url), reason=reason)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def database_name(url: str) -> str:
+    """The database a URL names (the path), or the user name as libpq defaults it."""
+    parts = urlsplit(url)
+    return parts.path.lstrip("/") or parts.username or "postgres"
+
+
+async def connect(url: str, timeout: float) -> asyncpg.Connection[asyncpg.Record]:
+    """One direct connection for administration; raises DatabaseUnavailable with a masked URL."""
+    try:
+        return await asyncpg.connect(url, timeout=timeout)
+    except CONNECT_ERRORS as exc:
+        raise _unavailable(url, exc) from None
+
+
+async def ensure_database(url: str, timeout: float = 5.0) -> bool:
+    """Create the database named in ``url`` if it is missing; True if it was created."""
+    name = database_name(url)
+    admin = await connect(with_database(url, "postgres"), timeout)
+    try:
+        if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        # Identifiers cannot be bind parameters; quote_ident makes the name safe.
+        quoted = await admin.fetchval("SELECT quote_ident($1)", name)
+        await admin.execute(f"CREATE DATABASE {quoted}")
+        logger.info("created database %s", name)
+        return True
+    finally:
+        await admin.close()
+
+
+async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> list[str]:
+    """Apply the migrations not yet applied, in order, under an advisory lock; return their names."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.stem in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
+            applied.append(path.stem)
+            logger.info("applied migration %s", path.stem)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied

@@ -1,0 +1,59 @@
+"""Errors of the worker's assembly: configuration, services, schema. Docstrings are the messages."""
+
+from __future__ import annotations
+
+from jobs.errors import WorkerError
+
+
+class ConfigError(WorkerError):
+    """Invalid configuration: {details}. Fix the variable in the environment or in .env
+    (every variable is listed with its default in .env.example)."""
+
+
+class DatabaseUnavailable(WorkerError):
+    """Cannot connect to PostgreSQL at {url}: {reason}. Start it (on this machine:
+    `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; with Docker:
+    `docker compose up -d postgres`) or fix DATABASE_URL."""
+
+
+class RedisUnavailable(WorkerError):
+    """Cannot connect to Redis at {url}: {reason}. Start it (on this machine: `redis-server
+    --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`; with Docker:
+    `docker compose up -d redis`) or fix REDIS_URL."""
+
+
+class DatabaseMissing(WorkerError):
+    """Database {name!r} does not exist on the server at {url}. Create it and apply the schema:
+    `python -m worker setup` (or `make run`, which does it for you)."""
+
+
+class SchemaMissing(WorkerError):
+    """Table "users" does not exist in the database at {url}. Apply the schema first:
+    `python -m worker setup` (or `make run`, which does it for you)."""
+
+
+class PoolTooLarge(WorkerError):
+    """PG_POOL_MAX_SIZE={pool_max} is more than PostgreSQL at {url} can give this worker
+    (max_connections={max_connections}, reserved={reserved}, already in use={in_use}).
+    Lower PG_POOL_MAX_SIZE or use PgBouncer."""
+
+
+class UnknownJob(WorkerError):
+    """Unknown job {name!r}. Known jobs: {known}."""
+
+
+class DuplicateJob(WorkerError):
+    """A job with id {job_id!r} is already queued, running, or has a kept result; it was not enqueued
+    again. Use another job id to run it anew."""
+
+
+class JobFailed(WorkerError):
+    """Job {job_id} ({function}) failed: {error_type}: {message}"""
+
+
+class ResultTimeout(WorkerError):
+    """Job {job_id} has no result after {timeout:g} s. Is a worker running on queue {queue!r}?"""
+
+
+class ResultNotFound(WorkerError):
+    """No job with id {job_id!r} is queued, running or has a kept result on queue {queue!r}."""

@@ -1,0 +1,80 @@
+"""Worker startup and shutdown: exactly one asyncpg pool per worker process, in ``ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from jobs.context import RESOURCES_KEY, Resources
+from worker.config import Config, load_config
+from worker.database import check_ready, create_pool
+from worker.logs import install_redaction
+
+logger = logging.getLogger(__name__)
+
+CONFIG_KEY = "config"
+POOL_CLOSE_TIMEOUT = 10.0
+
+
+def config_of(ctx: dict[str, Any]) -> Config:
+    """The configuration in ``ctx`` (tests inject one), else the one from the environment."""
+    config = ctx.get(CONFIG_KEY)
+    if not isinstance(config, Config):
+        config = ctx[CONFIG_KEY] = load_config()
+    return config
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """arq ``on_startup``: open the pool, check the schema and the connection budget, put it in ctx."""
+    config = config_of(ctx)
+    install_redaction()
+    pool = await create_pool(config)
+    try:
+        await check_ready(pool, config)
+    except BaseException:
+        await pool.close()
+        raise
+    ctx[RESOURCES_KEY] = Resources(pool=pool, acquire_timeout=config.pg_acquire_timeout)
+    report_pool_sizing(config)
+    logger.info(
+        "postgres pool ready: min %d, max %d connections for max_jobs=%d",
+        config.pool_min_size,
+        config.pool_max_size,
+        config.worker_max_jobs,
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """arq ``on_shutdown``: close the pool; does nothing if startup failed before creating it."""
+    res: Resources | None = ctx.pop(RESOURCES_KEY, None)
+    if res is None:
+        return
+    try:
+        # close() waits for acquired connections to be released; past the timeout they are cut.
+        await asyncio.wait_for(res.pool.close(), POOL_CLOSE_TIMEOUT)
+    except TimeoutError:
+        logger.warning(
+            "postgres pool did not close within %gs; connections terminated", POOL_CLOSE_TIMEOUT
+        )
+        res.pool.terminate()
+
+
+def report_pool_sizing(config: Config) -> None:
+    """Warn when max_jobs exceeds the pool, with the connection hold time that still avoids timeouts."""
+    jobs, pool = config.worker_max_jobs, config.pool_max_size
+    if jobs <= pool:
+        return
+    rounds = -(-(jobs - pool) // pool)  # waiting jobs are served in this many rounds of `pool`
+    budget = config.pg_acquire_timeout / rounds
+    logger.warning(
+        "WORKER_MAX_JOBS=%d > PG_POOL_MAX_SIZE=%d: up to %d jobs wait for a connection, the last "
+        "one about %d connection hold times; jobs that hold a connection longer than %.3fs will "
+        "hit PG_ACQUIRE_TIMEOUT=%gs. Raise PG_POOL_MAX_SIZE or lower WORKER_MAX_JOBS.",
+        jobs,
+        pool,
+        jobs - pool,
+        rounds,
+        budget,
+        config.pg_acquire_timeout,
+    )
