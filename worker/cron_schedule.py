@@ -36,14 +36,14 @@ def _field_values(text: str, name: str, low: int, high: int) -> set[int] | None:
         return None
     values: set[int] = set()
     for item in text.split(","):
-        span, _, step_text = item.partition("/")
+        span, slash, step_text = item.partition("/")
         if span == "*":
             start, stop = low, high
         elif "-" in span:
             start, stop = (_number(p, name, low, high) for p in span.split("-", 1))
         else:
             start = stop = _number(span, name, low, high)
-        step = _number(step_text, name, 1, high) if step_text else 1
+        step = _number(step_text, name, 1, high) if slash else 1
         if start > stop:
             raise ValueError(f"cron {name} range {span!r} is backwards")
         values.update(range(start, stop + 1, step))
@@ -51,6 +51,6 @@ def _field_values(text: str, name: str, low: int, high: int) -> set[int] | None:
 
 
 def _number(text: str, name: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ValueError(f"cron {name} {text!r} is not a whole number from {low} to {high}")
     return int(text)

@@ -9,7 +9,7 @@ from typing import Any
 from jobs.context import RESOURCES_KEY, Resources
 from worker.config import Config, load_config
 from worker.database import check_ready, create_pool
-from worker.logs import install_redaction
+from worker.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def config_of(ctx: dict[str, Any]) -> Config:
 async def startup(ctx: dict[str, Any]) -> None:
     """arq ``on_startup``: open the pool, check the schema and the connection budget, put it in ctx."""
     config = config_of(ctx)
-    install_redaction()
+    configure_logging(config.log_level)
     pool = await create_pool(config)
     try:
         await check_ready(pool, config)

@@ -9,6 +9,7 @@ def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***`` (user, host, port and path kept)."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises ValueError when the port is not a number in range
     except ValueError:
         return "<unparseable URL>"
     if parts.password is None:
@@ -18,6 +19,6 @@ def mask_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    if port is not None:
+        netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,58 @@
+# The README's two commands are `make run` and `make test`; the other targets are their steps.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
+SEED_USERS ?= 10000
+TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
+export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
+
+.PHONY: install check-services setup run test lint typecheck pytest format lock clean
+
+$(STAMP): requirements-dev.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## the venv with the pinned packages
+
+check-services: install  ## PostgreSQL and Redis answer (a clear message says how to start them)
+	@$(BIN)/python -m worker check > /dev/null
+
+setup: check-services  ## database, schema and demo users (only if the table is empty)
+	$(BIN)/python -m worker setup --seed $(SEED_USERS)
+
+run: setup  ## the worker, in the foreground
+	@echo ""
+	@echo "Worker starting. In another shell, enqueue a job and wait for its result:"
+	@echo "    $(BIN)/python -m worker enqueue get_user user_id=42 --wait 10"
+	@echo ""
+	$(BIN)/arq worker.Settings
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	@DATABASE_URL=$(TEST_ADMIN_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		$(BIN)/python -m worker check > /dev/null
+	$(BIN)/pytest
+
+test: lint typecheck pytest  ## everything CI checks
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-pin requirements*.lock from pyproject.toml (needs network)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-emit-index-url --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-emit-index-url --quiet -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,116 @@
+"""The documented wire format (docs/wire-format.md), spoken with raw Redis commands: no arq import on
+the producer side, exactly as a service in another language would."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as redis_py
+
+from tests.conftest import REDIS_URL, RunWorker
+from worker.config import Config
+
+pytestmark = pytest.mark.integration
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
+
+
+def documented_lua() -> str:
+    """The enqueue script exactly as the documentation shows it."""
+    text = DOC.read_text()
+    start = text.index("```lua\n") + len("```lua\n")
+    return text[start : text.index("```", start)]
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[redis_py.Redis]:
+    client = redis_py.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+async def enqueue_raw(
+    raw: redis_py.Redis, queue: str, function: str, kwargs: dict[str, Any], job_id: str
+) -> int:
+    now = int(time.time() * 1000)
+    payload = json.dumps({"t": None, "f": function, "a": [], "k": kwargs, "et": now})
+    keys = [f"arq:job:{job_id}", f"arq:result:{job_id}", queue]
+    added: int = await raw.eval(documented_lua(), 3, *keys, payload, 86_400_000, now, job_id)  # type: ignore[misc]
+    return added
+
+
+async def read_result(raw: redis_py.Redis, job_id: str) -> dict[str, Any]:
+    data = await raw.get(f"arq:result:{job_id}")
+    assert data is not None, "no result stored"
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+async def test_raw_enqueue_runs_and_result_reads_raw(
+    config: Config, run_worker: RunWorker, raw: redis_py.Redis, users: list[asyncpg.Record]
+) -> None:
+    job_id = uuid.uuid4().hex
+    assert await enqueue_raw(raw, config.queue_name, "get_user", {"user_id": 3}, job_id) == 1
+    assert await enqueue_raw(raw, config.queue_name, "get_user", {"user_id": 4}, job_id) == 0
+    assert await raw.zscore(config.queue_name, job_id) is not None
+    await run_worker()
+    result = await read_result(raw, job_id)
+    assert result["s"] is True and result["id"] == job_id and result["f"] == "get_user"
+    assert result["q"] == config.queue_name and result["t"] == 1
+    assert result["r"]["email"] == users[2]["email"]
+    assert result["r"]["created_at"].endswith("Z")
+    assert await raw.exists(f"arq:job:{job_id}", f"arq:in-progress:{job_id}") == 0
+    assert await enqueue_raw(raw, config.queue_name, "get_user", {"user_id": 3}, job_id) == 0
+
+
+async def test_raw_failures_are_json_errors(
+    config: Config, run_worker: RunWorker, raw: redis_py.Redis, users: list[asyncpg.Record]
+) -> None:
+    bad_args, unknown = uuid.uuid4().hex, uuid.uuid4().hex
+    await enqueue_raw(raw, config.queue_name, "get_user", {"user_id": "x"}, bad_args)
+    await enqueue_raw(raw, config.queue_name, "nope", {}, unknown)
+    await run_worker()
+    first = await read_result(raw, bad_args)
+    assert first["s"] is False and first["r"]["error"] == "InvalidJobArguments"
+    assert "user_id" in first["r"]["message"]
+    second = await read_result(raw, unknown)
+    assert second["r"] == {"error": "JobExecutionFailed", "message": "function 'nope' not found"}
+
+
+async def test_non_json_payloads_are_refused_not_run(
+    config: Config, run_worker: RunWorker, raw: redis_py.Redis, tmp_path: Path
+) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    payloads = {
+        "pickle": pickle.dumps({"f": "get_user", "a": [], "k": {}, "t": None, "et": 1, "x": Exploit()}),
+        "garbage": b"\xff\xfe\x00garbage",
+        "array": b"[1, 2, 3]",
+        "oversized": json.dumps({"f": "get_user", "k": {"x": "a" * 1_100_000}}).encode(),
+    }
+    now = int(time.time() * 1000)
+    for name, payload in payloads.items():
+        await raw.psetex(f"arq:job:{name}-{config.queue_name}", 60_000, payload)
+        await raw.zadd(config.queue_name, {f"{name}-{config.queue_name}": now})
+    worker = await run_worker()
+    assert worker.jobs_failed == len(payloads)
+    assert not marker.exists(), "the pickle payload ran code in the worker"
+    for name in payloads:
+        result = await read_result(raw, f"{name}-{config.queue_name}")
+        assert result["s"] is False
+        assert result["r"]["error"] == "DeserializationError"
