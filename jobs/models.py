@@ -11,7 +11,8 @@ UserId = Annotated[int, Field(gt=0, le=2**63 - 1)]
 
 
 class JobArgs(BaseModel):
-    """Base of every job's arguments: unknown fields are refused, values are not coerced silently."""
+    """Base of every job's arguments: unknown fields are refused; values are validated and
+    converted where lossless ("42" → 42, ISO-8601 text → datetime), so that JSON and CLI input work."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

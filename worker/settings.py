@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import uvloop
+from arq.cron import CronJob
+from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.worker import Function
 
 from worker import codec
 from worker.config import load_config
@@ -21,12 +25,12 @@ _config = load_config()
 class Settings:
     """arq reads these attributes as the Worker's keyword arguments (tests override them)."""
 
-    functions = arq_functions()
-    cron_jobs = cron_jobs(_config)
+    functions: Sequence[WorkerCoroutine | Function] = arq_functions()
+    cron_jobs: Sequence[CronJob] | None = cron_jobs(_config)
     redis_settings = redis_settings(_config)
     queue_name = _config.queue_name
-    on_startup = startup
-    on_shutdown = shutdown
+    on_startup: StartupShutdown | None = startup
+    on_shutdown: StartupShutdown | None = shutdown
     job_serializer = codec.serialize
     job_deserializer = codec.deserialize
     max_jobs = _config.worker_max_jobs

@@ -42,6 +42,7 @@ def cli(config: Config, *args: str, **extra: str) -> subprocess.CompletedProcess
         cwd=ROOT,
         env=env_for(config, **extra),
         capture_output=True,
+        check=False,
         text=True,
         timeout=60,
     )
@@ -134,6 +135,7 @@ def test_worker_with_unreachable_database_exits_with_a_clear_error(config: Confi
         cwd=ROOT,
         env=bad,
         capture_output=True,
+        check=False,
         text=True,
         timeout=60,
     )

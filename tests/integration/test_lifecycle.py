@@ -90,7 +90,7 @@ async def test_missing_users_table_is_a_clear_error(config: Config) -> None:
 async def test_pool_larger_than_the_server_allows_is_refused(config: Config) -> None:
     huge = config.model_copy(update={"pg_pool_max_size": 100_000, "pg_pool_min_size": 1})
     ctx: dict[str, Any] = {"config": huge}
-    with pytest.raises(PoolTooLarge, match="PG_POOL_MAX_SIZE=100000.*max_connections="):
+    with pytest.raises(PoolTooLarge, match=r"PG_POOL_MAX_SIZE=100000.*max_connections="):
         await startup(ctx)
     assert RESOURCES_KEY not in ctx
 

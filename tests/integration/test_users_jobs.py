@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from jobs import users as jobs
+from jobs.context import connection
 from jobs.models import (
     CountUsersArgs,
     DeactivateInactiveArgs,
@@ -112,32 +113,38 @@ async def test_deactivate_inactive_users_in_one_transaction(
         cutoff,
     )
     assert expected > 0
-    result = await jobs.deactivate_inactive_users(job_ctx, DeactivateInactiveArgs(seen_before=cutoff))
+    result = await jobs.deactivate_inactive_users(
+        job_ctx, DeactivateInactiveArgs(seen_before=cutoff)
+    )
     assert result.deactivated == expected
     left = await pool.fetchval(
         "SELECT count(*) FROM users WHERE is_active AND coalesce(last_seen_at, created_at) < $1",
         cutoff,
     )
     assert left == 0
-    again = await jobs.deactivate_inactive_users(job_ctx, DeactivateInactiveArgs(seen_before=cutoff))
+    again = await jobs.deactivate_inactive_users(
+        job_ctx, DeactivateInactiveArgs(seen_before=cutoff)
+    )
     assert again.deactivated == 0
 
 
-async def test_injection_strings_are_data(job_ctx: Ctx, users: list[asyncpg.Record], pool: Pool) -> None:
+async def test_injection_strings_are_data(
+    job_ctx: Ctx, users: list[asyncpg.Record], pool: Pool
+) -> None:
     for prefix in ("' OR 1=1 --", "Robert'); DROP TABLE users;--", "\\", "users; SELECT"):
         result = await jobs.search_users(job_ctx, SearchUsersArgs(prefix=prefix, field="name"))
         assert all(u.name.lower().startswith(prefix.lower()) for u in result.users)
-    found = await jobs.search_users(
-        job_ctx, SearchUsersArgs(prefix="Robert'); DROP", field="name")
-    )
+    found = await jobs.search_users(job_ctx, SearchUsersArgs(prefix="Robert'); DROP", field="name"))
     assert len(found.users) == 1
     assert await pool.fetchval("SELECT count(*) FROM users") == len(users)
 
 
-async def test_jobs_release_connections_on_every_path(job_ctx: Ctx, users: list[asyncpg.Record]) -> None:
+async def test_jobs_release_connections_on_every_path(
+    job_ctx: Ctx, users: list[asyncpg.Record]
+) -> None:
     pool = job_ctx["resources"].pool
     with pytest.raises(asyncpg.PostgresError):
-        async with jobs.connection(job_ctx) as conn:
+        async with connection(job_ctx) as conn:
             await conn.execute("SELECT 1/0")
     await jobs.get_user(job_ctx, GetUserArgs(user_id=1))
     assert pool.get_idle_size() == pool.get_size()

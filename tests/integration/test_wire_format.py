@@ -42,7 +42,7 @@ async def enqueue_raw(
     now = int(time.time() * 1000)
     payload = json.dumps({"t": None, "f": function, "a": [], "k": kwargs, "et": now})
     keys = [f"arq:job:{job_id}", f"arq:result:{job_id}", queue]
-    added: int = await raw.eval(documented_lua(), 3, *keys, payload, 86_400_000, now, job_id)  # type: ignore[misc]
+    added: int = await raw.eval(documented_lua(), 3, *keys, payload, "86400000", str(now), job_id)  # type: ignore[misc]
     return added
 
 
@@ -98,7 +98,9 @@ async def test_non_json_payloads_are_refused_not_run(
             return (os.system, (f"touch {marker}",))
 
     payloads = {
-        "pickle": pickle.dumps({"f": "get_user", "a": [], "k": {}, "t": None, "et": 1, "x": Exploit()}),
+        "pickle": pickle.dumps(
+            {"f": "get_user", "a": [], "k": {}, "t": None, "et": 1, "x": Exploit()}
+        ),
         "garbage": b"\xff\xfe\x00garbage",
         "array": b"[1, 2, 3]",
         "oversized": json.dumps({"f": "get_user", "k": {"x": "a" * 1_100_000}}).encode(),

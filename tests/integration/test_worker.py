@@ -115,20 +115,23 @@ async def test_client_validates_before_reaching_redis(config: Config, arq_redis:
     assert await arq_redis.zcard(config.queue_name) == 0
 
 
-async def test_job_id_refuses_duplicates(config: Config, run_worker: RunWorker, users: list) -> None:
+async def test_job_id_refuses_duplicates(
+    config: Config, run_worker: RunWorker, users: list[asyncpg.Record]
+) -> None:
     job_id = f"user-1-lookup-{config.queue_name}"
     async with JobClient.connect(config) as client:
         first = await client.get_user(1, job_id=job_id)
         with pytest.raises(DuplicateJob, match=job_id):
             await client.get_user(2, job_id=job_id)
         await run_worker()
-        assert (await first.result(timeout=1)).id == 1
+        found = await first.result(timeout=1)
+        assert found is not None and found.id == 1
         with pytest.raises(DuplicateJob):  # a kept result still blocks the id
             await client.get_user(1, job_id=job_id)
 
 
 async def test_deferred_jobs_wait_their_turn(
-    config: Config, run_worker: RunWorker, users: list
+    config: Config, run_worker: RunWorker, users: list[asyncpg.Record]
 ) -> None:
     async with JobClient.connect(config) as client:
         later = await client.count_users(defer_by=timedelta(hours=1))
