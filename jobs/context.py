@@ -1,19 +1,25 @@
-"""Typed access to what the worker puts into arq's ``ctx`` for jobs."""
+"""Typed access to what the worker puts into arq's ``ctx`` for jobs, and the ways jobs use the
+database: a pooled connection, a deadline-bound transaction, and a fenced, effectively-once write."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobs.errors import PoolAcquireTimeout
+from jobs.errors import PoolAcquireTimeout, StaleLease
 
 if TYPE_CHECKING:
     import asyncpg
 
+    Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
 JobContext = dict[str, Any]
 RESOURCES_KEY = "resources"
+DEADLINE_KEY = "deadline"  # event-loop time by which the job must be done (set by the worker)
+JOB_NAME_KEY = "job_name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +41,98 @@ def resources(ctx: JobContext) -> Resources:
     return found
 
 
+def remaining(ctx: JobContext) -> float | None:
+    """Seconds left before the job's deadline, or None when it has none."""
+    deadline = ctx.get(DEADLINE_KEY)
+    if deadline is None:
+        return None
+    return float(deadline) - asyncio.get_running_loop().time()
+
+
 @asynccontextmanager
-async def connection(
-    ctx: JobContext,
-) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[asyncpg.Record]]:
+async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
     """Acquire a pooled connection with the configured timeout; release it on every path."""
     res = resources(ctx)
+    timeout = res.acquire_timeout
+    left = remaining(ctx)
+    if left is not None:
+        timeout = max(min(timeout, left), 0.001)
     try:
-        conn = await res.pool.acquire(timeout=res.acquire_timeout)
+        conn = await res.pool.acquire(timeout=timeout)
     except TimeoutError as exc:
-        raise PoolAcquireTimeout(
-            timeout=res.acquire_timeout, max_size=res.pool.get_max_size()
-        ) from exc
+        raise PoolAcquireTimeout(timeout=timeout, max_size=res.pool.get_max_size()) from exc
     try:
         yield conn
     finally:
         await res.pool.release(conn)
+
+
+@asynccontextmanager
+async def transaction(ctx: JobContext) -> AsyncIterator[Conn]:
+    """A connection in a transaction whose statement_timeout is the job's remaining time."""
+    async with connection(ctx) as conn, conn.transaction():
+        left = remaining(ctx)
+        if left is not None:
+            millis = str(max(int(left * 1000), 1))
+            await conn.execute("SELECT set_config('statement_timeout', $1, true)", millis)
+        yield conn
+
+
+@dataclass
+class Effect:
+    """A write in progress: ``done`` says a run with the same key already committed ``stored``."""
+
+    conn: Conn
+    key: str
+    done: bool
+    stored: Any = None
+    result: Any = field(default=None)
+
+
+CLAIM = """
+INSERT INTO job_claims (job_id, try) VALUES ($1, $2)
+ON CONFLICT (job_id) DO UPDATE SET try = excluded.try, claimed_at = now()
+WHERE job_claims.try <= excluded.try
+"""
+OWNER = "SELECT try FROM job_claims WHERE job_id = $1 FOR UPDATE"
+RECORD_KEY = """
+INSERT INTO job_effects (idempotency_key, job_id, function) VALUES ($1, $2, $3)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING true
+"""
+
+
+async def claim(ctx: JobContext) -> None:
+    """Record this try as the job's owner (the fencing token); newer tries win."""
+    if "job_id" not in ctx:
+        return
+    async with connection(ctx) as conn:
+        await conn.execute(CLAIM, ctx["job_id"], int(ctx.get("job_try", 1)))
+
+
+@asynccontextmanager
+async def write_effect(ctx: JobContext, key: str | None = None) -> AsyncIterator[Effect]:
+    """One transaction that applies a job's effect at most once per idempotency ``key`` (default:
+    the job id) and only while this try owns the job. Set ``effect.result`` to what a repeated run
+    should return; when ``effect.done``, return ``effect.stored`` and write nothing."""
+    job_id = str(ctx.get("job_id", ""))
+    job_try = int(ctx.get("job_try", 1))
+    key = key or job_id
+    if not key:
+        raise ValueError("write_effect needs an idempotency key outside a worker")
+    async with transaction(ctx) as conn:
+        if job_id:
+            owner = await conn.fetchval(OWNER, job_id)
+            if owner is not None and owner > job_try:
+                raise StaleLease(job_id=job_id, job_try=job_try, owner=owner)
+        name = str(ctx.get(JOB_NAME_KEY, ""))
+        if not await conn.fetchval(RECORD_KEY, key, job_id, name):
+            stored = await conn.fetchval(
+                "SELECT result FROM job_effects WHERE idempotency_key = $1", key
+            )
+            yield Effect(conn, key, done=True, stored=stored)
+            return
+        effect = Effect(conn, key, done=False)
+        yield effect
+        await conn.execute(
+            "UPDATE job_effects SET result = $2 WHERE idempotency_key = $1", key, effect.result
+        )

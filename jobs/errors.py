@@ -26,3 +26,17 @@ class PoolAcquireTimeout(WorkerError):
     be retried; if this repeats, raise PG_POOL_MAX_SIZE or lower WORKER_MAX_JOBS."""
 
     retryable = True
+
+
+class StaleLease(WorkerError):
+    """Job {job_id} try {job_try} lost its lease: try {owner} now owns the job, so this run's writes
+    were not committed."""
+
+    retryable = False
+
+
+class JobTimeout(WorkerError):
+    """Job {job_id} ({function}) ran out of its {timeout:g} s; its query was cancelled and its
+    transaction rolled back."""
+
+    retryable = True

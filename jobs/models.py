@@ -45,8 +45,15 @@ class CountUsersArgs(JobArgs):
     active: bool | None = None
 
 
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class DeactivateInactiveArgs(JobArgs):
     seen_before: AwareDatetime
+    idempotency_key: IdempotencyKey | None = Field(
+        default=None,
+        description="business key: the effect is applied once per key (default: job id)",
+    )
 
 
 class User(BaseModel):

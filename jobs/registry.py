@@ -33,6 +33,8 @@ class JobSpec(Generic[A, R]):
     function: Callable[[JobContext, A], Awaitable[R]]
     args_model: type[A]
     writes: bool = False
+    max_tries: int | None = None  # None: MAX_TRIES
+    timeout: float | None = None  # None: JOB_TIMEOUT
 
     def parse(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> A:
         """Validate positional and keyword arguments (positional ones fill fields in order)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobs.context import JobContext, connection
+from jobs.context import JobContext, connection, write_effect
 from jobs.models import (
     CountUsersArgs,
     DeactivatedUsers,
@@ -89,7 +89,15 @@ async def count_users(ctx: JobContext, args: CountUsersArgs) -> UserCount:
 async def deactivate_inactive_users(
     ctx: JobContext, args: DeactivateInactiveArgs
 ) -> DeactivatedUsers:
-    """Deactivate, in one transaction, active users not seen since ``seen_before``."""
-    async with connection(ctx) as conn, conn.transaction():
-        status = await conn.execute(DEACTIVATE_INACTIVE, args.seen_before)
-    return DeactivatedUsers(deactivated=int(status.split()[-1]), seen_before=args.seen_before)
+    """Deactivate, in one transaction, active users not seen since ``seen_before``.
+
+    Effectively once: a re-run with the same idempotency key (default: the job id) returns the
+    first run's result and changes nothing.
+    """
+    async with write_effect(ctx, args.idempotency_key) as effect:
+        if effect.done:
+            return DeactivatedUsers.model_validate(effect.stored)
+        status = await effect.conn.execute(DEACTIVATE_INACTIVE, args.seen_before)
+        result = DeactivatedUsers(deactivated=int(status.split()[-1]), seen_before=args.seen_before)
+        effect.result = result.model_dump(mode="json")
+    return result

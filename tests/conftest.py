@@ -21,7 +21,8 @@ from arq.worker import Worker, create_worker
 from jobs.context import RESOURCES_KEY, Resources
 from worker import codec
 from worker.config import Config, load_config
-from worker.database import migrate, with_database
+from worker.database import init_connection, migrate, with_database
+from worker.functions import job_names
 from worker.redis_settings import redis_settings
 
 ADMIN_URL = os.environ.get(
@@ -78,13 +79,19 @@ def config(database_url: str, queue_name: str) -> Config:
         pg_acquire_timeout=5,
         job_timeout=20,
         keep_result=300,
+        retry_backoff_base=0.05,
+        retry_backoff_max=0.2,
+        max_tries=3,
+        job_lease=3,
+        pg_idle_in_transaction_timeout=2,
+        unknown_job_grace=0,
     )
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
     """A pool for the test's own SQL checks (not the worker's)."""
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as p:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection) as p:
         yield p
 
 
@@ -112,7 +119,9 @@ async def users(pool: asyncpg.Pool[asyncpg.Record]) -> list[asyncpg.Record]:
 @pytest.fixture
 async def job_ctx(config: Config) -> AsyncIterator[dict[str, Any]]:
     """arq-style ctx holding a worker pool, for calling job functions directly."""
-    async with asyncpg.create_pool(config.database_url, min_size=1, max_size=5) as p:
+    async with asyncpg.create_pool(
+        config.database_url, min_size=1, max_size=5, init=init_connection
+    ) as p:
         yield {RESOURCES_KEY: Resources(pool=p, acquire_timeout=5.0), "config": config}
 
 
@@ -149,8 +158,13 @@ def run_worker(config: Config) -> RunWorker:
             "handle_signals": False,
             "max_jobs": cfg.worker_max_jobs,
             "keep_result": cfg.keep_result,
+            "job_timeout": cfg.job_timeout + 5,
         }
         options.update(overrides)
+        # The decoder must know exactly the names this worker runs (others are "unknown jobs").
+        functions = options.get("functions", Settings.functions)
+        names = job_names(functions, options["cron_jobs"] or ())
+        options.setdefault("job_deserializer", codec.job_decoder(names))
         worker = create_worker(Settings, **options)
         try:
             await worker.async_run()

@@ -7,7 +7,9 @@ text: timestamps as ISO-8601, decimals and UUIDs as strings. An exception (a fai
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable, Collection
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -54,3 +56,43 @@ def deserialize(data: bytes) -> Any:
     if not isinstance(value, dict):
         raise PayloadError(f"payload is a JSON {type(value).__name__}, expected an object")
     return value
+
+
+POISON_JOB = "__poison__"
+UNKNOWN_JOB = "__unknown__"
+PAYLOAD_FIELDS: dict[str, type] = {"f": str, "a": list, "k": dict, "et": int}
+
+
+def job_decoder(known: Collection[str]) -> Callable[[bytes], dict[str, Any]]:
+    """The worker's deserializer: never raises, so that bad jobs reach a handler instead of arq's
+    silent failure. Undecodable or malformed payloads become a ``__poison__`` job carrying the raw
+    bytes (base64); a job whose name is not in ``known`` becomes an ``__unknown__`` job."""
+
+    def decode(data: bytes) -> dict[str, Any]:
+        try:
+            job = deserialize(data)
+            problem = _shape_problem(job)
+        except PayloadError as exc:
+            problem = str(exc)
+        if problem:
+            kwargs = {"payload": base64.b64encode(data).decode(), "problem": problem}
+            return {"f": POISON_JOB, "a": [], "k": kwargs, "t": None, "et": _now_ms()}
+        if job["f"] not in known:
+            kwargs = {"function": job["f"], "args": job["a"], "kwargs": job["k"]}
+            return {**job, "f": UNKNOWN_JOB, "a": [], "k": kwargs}
+        return job  # type: ignore[no-any-return]
+
+    return decode
+
+
+def _shape_problem(job: dict[str, Any]) -> str:
+    for name, kind in PAYLOAD_FIELDS.items():
+        if not isinstance(job.get(name), kind) or isinstance(job.get(name), bool):
+            return f"field {name!r} must be a JSON {kind.__name__.replace('dict', 'object')}"
+    if job.get("t") is not None and not isinstance(job["t"], int):
+        return "field 't' must be an integer or null"
+    return ""
+
+
+def _now_ms() -> int:
+    return int(datetime.now().timestamp() * 1000)

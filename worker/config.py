@@ -32,8 +32,17 @@ class Config(BaseSettings):
     pg_connect_timeout: Seconds = 5.0
     pg_statement_timeout: Seconds = 30.0
 
+    pg_lock_timeout: Seconds = 10.0
+    pg_idle_in_transaction_timeout: Seconds = 20.0
+
     job_timeout: Seconds = 60.0
-    max_tries: Annotated[int, Field(ge=1, le=100)] = 5
+    max_tries: Annotated[int, Field(ge=1, le=100)] = 10
+    retry_backoff_base: Seconds = 1.0
+    retry_backoff_max: Seconds = 60.0
+    job_lease: Annotated[float, Field(ge=0.5)] = 30.0
+    shutdown_grace: Annotated[float, Field(ge=0)] = 25.0
+    unknown_job_grace: Annotated[float, Field(ge=0)] = 300.0
+    redis_retry_window: Annotated[float, Field(ge=0)] = 60.0
     keep_result: Annotated[float, Field(ge=0)] = 3600.0
     poll_delay: Seconds = 0.05
     health_check_interval: Seconds = 10.0
@@ -68,6 +77,16 @@ class Config(BaseSettings):
             raise ValueError(
                 f"PG_POOL_MIN_SIZE={self.pg_pool_min_size} is larger than the pool's max size "
                 f"{self.pool_max_size}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_fences_transactions(self) -> Config:
+        if self.pg_idle_in_transaction_timeout >= self.job_lease:
+            raise ValueError(
+                f"PG_IDLE_IN_TRANSACTION_TIMEOUT={self.pg_idle_in_transaction_timeout:g} must be "
+                f"shorter than JOB_LEASE={self.job_lease:g}, so that a worker that lost its lease "
+                "cannot keep a transaction open"
             )
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from arq.connections import create_pool
 from redis.exceptions import RedisError
 
@@ -20,8 +22,7 @@ async def check_postgres(config: Config, url: str | None = None) -> None:
 
 async def check_redis(config: Config) -> None:
     """PING Redis once, without arq's retries; raises RedisUnavailable if it cannot."""
-    settings = redis_settings(config)
-    settings.conn_retries = 0
+    settings = replace(redis_settings(config), conn_retries=0, retry=None, retry_on_error=None)
     try:
         redis = await create_pool(settings)
     except (OSError, RedisError, TimeoutError) as exc:

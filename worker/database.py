@@ -46,6 +46,10 @@ async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
             server_settings={
                 "application_name": APPLICATION_NAME,
                 "statement_timeout": str(int(config.pg_statement_timeout * 1000)),
+                "lock_timeout": str(int(config.pg_lock_timeout * 1000)),
+                "idle_in_transaction_session_timeout": str(
+                    int(config.pg_idle_in_transaction_timeout * 1000)
+                ),
             },
             init=init_connection,
         )

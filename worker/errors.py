@@ -57,3 +57,26 @@ class ResultTimeout(WorkerError):
 
 class ResultNotFound(WorkerError):
     """No job with id {job_id!r} is queued, running or has a kept result on queue {queue!r}."""
+
+
+class DeadLetterNotFound(WorkerError):
+    """No dead letter with id {letter_id}. List them with `python -m worker dead-letters list`."""
+
+
+class NotReplayable(WorkerError):
+    """Dead letter {letter_id} ({reason}) has no job to replay: its payload was not a job of this
+    queue. Inspect it with `python -m worker dead-letters show {letter_id}`, then purge it."""
+
+
+class TriesExhausted(WorkerError):
+    """Job {job_id} ({function}) reached try {job_try} of at most {max_tries}: it crashed or was cut
+    off too often (or failed transiently every time). It is in the dead letters."""
+
+
+class UnknownJobName(WorkerError):
+    """No worker knows job {function!r} after waiting {grace:g} s (UNKNOWN_JOB_GRACE). Deploy a
+    worker that has it, then replay the dead letter. Known jobs: {known}."""
+
+
+class PoisonPayload(WorkerError):
+    """Job {job_id} is not a job of this queue: {problem}. Its bytes are kept in the dead letters."""

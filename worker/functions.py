@@ -1,7 +1,8 @@
-"""The jobs of ``jobs.registry`` as arq functions, and the scheduled (cron) jobs."""
+"""The jobs of ``jobs.registry`` as arq functions, the handlers of bad jobs, and the cron jobs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,34 +10,49 @@ from arq.cron import CronJob, cron
 from arq.worker import Function, func
 
 from jobs.context import JobContext
-from jobs.models import DeactivateInactiveArgs
 from jobs.registry import JOBS, JOBS_BY_NAME, JobSpec
+from worker import codec
 from worker.config import Config
 from worker.cron_schedule import parse_schedule
-from worker.lifecycle import config_of
+from worker.execution import execute, poison_job, runtime, unknown_job
+
+# arq's own try limit, only a backstop: the worker's policy (MAX_TRIES) dead-letters jobs first.
+ARQ_MAX_TRIES = 1000
+CRON_DEACTIVATE = "cron:deactivate_inactive_users"
+
+
+def cron_name(config: Config, name: str) -> str:
+    """A cron job's name, qualified by the queue: arq derives tick job ids from the name alone, so
+    this keeps two queues on one Redis from refusing each other's ticks as duplicates."""
+    return f"{config.queue_name}:{name}"
 
 
 def arq_function(spec: JobSpec[Any, Any]) -> Function:
-    """Wrap a job so that arq's ``(ctx, *args, **kwargs)`` call is validated against its model."""
+    """Wrap a job so that arq's ``(ctx, *args, **kwargs)`` call runs under the worker's policy."""
 
     async def run(ctx: JobContext, *args: Any, **kwargs: Any) -> Any:
-        return await spec.run(ctx, spec.parse(args, kwargs))
+        return await execute(ctx, spec, args, kwargs)
 
     run.__qualname__ = run.__name__ = spec.name
     run.__doc__ = spec.function.__doc__
-    return func(run, name=spec.name)
+    return func(run, name=spec.name, max_tries=ARQ_MAX_TRIES)
 
 
-def arq_functions() -> list[Function]:
-    """Every registered job as an arq function."""
-    return [arq_function(spec) for spec in JOBS]
+def arq_functions(specs: Iterable[JobSpec[Any, Any]] = JOBS) -> list[Function]:
+    """Every job as an arq function, plus the handlers of poison payloads and unknown job names."""
+    handlers = [
+        func(poison_job, name=codec.POISON_JOB, max_tries=ARQ_MAX_TRIES),
+        func(unknown_job, name=codec.UNKNOWN_JOB, max_tries=ARQ_MAX_TRIES),
+    ]
+    return [arq_function(spec) for spec in specs] + handlers
 
 
 async def deactivate_inactive_cron(ctx: JobContext) -> Any:
     """Scheduled run of deactivate_inactive_users for users not seen for DEACTIVATE_AFTER_DAYS."""
-    days = config_of(ctx).deactivate_after_days
-    args = DeactivateInactiveArgs(seen_before=datetime.now(UTC) - timedelta(days=days))
-    return await JOBS_BY_NAME["deactivate_inactive_users"].run(ctx, args)
+    days = runtime(ctx).config.deactivate_after_days
+    seen_before = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    spec = JOBS_BY_NAME["deactivate_inactive_users"]
+    return await execute(ctx, spec, [], {"seen_before": seen_before})
 
 
 def cron_jobs(config: Config) -> list[CronJob]:
@@ -49,8 +65,14 @@ def cron_jobs(config: Config) -> list[CronJob]:
     return [
         cron(
             deactivate_inactive_cron,
-            name="cron:deactivate_inactive_users",
+            name=cron_name(config, CRON_DEACTIVATE),
             unique=True,
+            max_tries=ARQ_MAX_TRIES,
             **parse_schedule(config.cron_deactivate),
         )
     ]
+
+
+def job_names(functions: Iterable[Function], crons: Iterable[CronJob] = ()) -> list[str]:
+    """The names the worker's decoder treats as known."""
+    return [f.name for f in functions] + [c.name for c in crons]

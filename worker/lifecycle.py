@@ -7,8 +7,12 @@ import logging
 from typing import Any
 
 from jobs.context import RESOURCES_KEY, Resources
+from jobs.registry import JOBS_BY_NAME
 from worker.config import Config, load_config
 from worker.database import check_ready, create_pool
+from worker.dead_letters import DeadLetterStore
+from worker.execution import RUNTIME_KEY, Runtime
+from worker.leases import LeaseKeeper
 from worker.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         await pool.close()
         raise
     ctx[RESOURCES_KEY] = Resources(pool=pool, acquire_timeout=config.pg_acquire_timeout)
+    redis = ctx["redis"]  # arq's own connection pool: no second one
+    rt = Runtime(
+        config=config,
+        redis=redis,
+        leases=LeaseKeeper(redis, config.job_lease),
+        dead_letters=DeadLetterStore(pool, redis, config.queue_name),
+        known=ctx.get("known_jobs", sorted(JOBS_BY_NAME)),
+    )
+    rt.tasks = [asyncio.create_task(rt.leases.run()), asyncio.create_task(rt.dead_letters.run())]
+    ctx[RUNTIME_KEY] = rt
     report_pool_sizing(config)
     logger.info(
         "postgres pool ready: min %d, max %d connections for max_jobs=%d",
@@ -46,7 +60,13 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """arq ``on_shutdown``: close the pool; does nothing if startup failed before creating it."""
+    """arq ``on_shutdown``: stop the background tasks, close the pool; does nothing for what a
+    failed startup did not create."""
+    rt: Runtime | None = ctx.pop(RUNTIME_KEY, None)
+    if rt is not None:
+        for task in rt.tasks:
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
     res: Resources | None = ctx.pop(RESOURCES_KEY, None)
     if res is None:
         return

@@ -12,7 +12,7 @@ from arq.worker import Function
 
 from worker import codec
 from worker.config import load_config
-from worker.functions import arq_functions, cron_jobs
+from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names
 from worker.lifecycle import shutdown, startup
 from worker.redis_settings import redis_settings
 
@@ -20,22 +20,28 @@ from worker.redis_settings import redis_settings
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 _config = load_config()
+_functions = arq_functions()
+_crons = cron_jobs(_config)
 
 
 class Settings:
     """arq reads these attributes as the Worker's keyword arguments (tests override them)."""
 
-    functions: Sequence[WorkerCoroutine | Function] = arq_functions()
-    cron_jobs: Sequence[CronJob] | None = cron_jobs(_config)
+    functions: Sequence[WorkerCoroutine | Function] = _functions
+    cron_jobs: Sequence[CronJob] | None = _crons
     redis_settings = redis_settings(_config)
     queue_name = _config.queue_name
     on_startup: StartupShutdown | None = startup
     on_shutdown: StartupShutdown | None = shutdown
     job_serializer = codec.serialize
-    job_deserializer = codec.deserialize
+    # Never raises: bad payloads and unknown names reach the worker's handlers (dead letters).
+    job_deserializer = codec.job_decoder(job_names(_functions, _crons))
     max_jobs = _config.worker_max_jobs
-    job_timeout = _config.job_timeout
-    max_tries = _config.max_tries
+    # The policy's own deadline (JOB_TIMEOUT) fires first; arq's is a backstop.
+    job_timeout = _config.job_timeout + 5
+    max_tries = ARQ_MAX_TRIES
+    # SIGTERM: stop taking jobs, let running ones finish this long, then cancel and re-queue them.
+    job_completion_wait = int(_config.shutdown_grace)
     keep_result = _config.keep_result
     poll_delay = _config.poll_delay
     health_check_interval = _config.health_check_interval

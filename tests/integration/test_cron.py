@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
-from arq.worker import create_worker
+from arq.worker import create_worker, func
 
 from tests.conftest import RunWorker
 from worker.config import Config
-from worker.functions import cron_jobs
+from worker.functions import CRON_DEACTIVATE, cron_jobs, cron_name, deactivate_inactive_cron
 from worker.redis_settings import redis_settings
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ async def test_cron_tick_is_enqueued_once_across_workers_and_runs(
         await worker.run_cron(tick - timedelta(seconds=0.5), 0.5)  # second call enqueues it
     assert await arq_redis.zcard(cfg.queue_name) == 1
     queued = await arq_redis.zrange(cfg.queue_name, 0, -1)
-    assert queued[0].decode().startswith("cron:deactivate_inactive_users:")
+    assert queued[0].decode().startswith(f"{cfg.queue_name}:cron:deactivate_inactive_users:")
 
     cutoff = datetime.now(UTC) - timedelta(days=150)
     stale = await pool.fetchval(
@@ -54,7 +54,9 @@ async def test_cron_tick_is_enqueued_once_across_workers_and_runs(
         cutoff,
     )
     assert stale > 0
-    ran = await run_worker(config=cfg, cron_jobs=cron_jobs(cfg))
+    # Run the queued tick with the cron function registered but no schedule of its own.
+    tick_function = func(deactivate_inactive_cron, name=cron_name(cfg, CRON_DEACTIVATE))
+    ran = await run_worker(config=cfg, functions=[*Settings.functions, tick_function])
     assert ran.jobs_complete == 1 and ran.jobs_failed == 0
     left = await pool.fetchval(
         "SELECT count(*) FROM users WHERE is_active AND coalesce(last_seen_at, created_at) < $1",

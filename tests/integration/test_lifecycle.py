@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from arq.connections import ArqRedis
 
 from jobs.context import RESOURCES_KEY, Resources
 from tests.conftest import ADMIN_URL, RunWorker
@@ -19,8 +20,10 @@ from worker.lifecycle import shutdown, startup
 pytestmark = pytest.mark.integration
 
 
-async def test_startup_puts_one_pool_in_ctx_and_shutdown_closes_it(config: Config) -> None:
-    ctx: dict[str, Any] = {"config": config}
+async def test_startup_puts_one_pool_in_ctx_and_shutdown_closes_it(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    ctx: dict[str, Any] = {"config": config, "redis": arq_redis}
     await startup(ctx)
     res = ctx[RESOURCES_KEY]
     assert isinstance(res, Resources)
@@ -52,11 +55,13 @@ async def test_startup_twice_keeps_one_pool_per_worker(
     assert open_after == 0
 
 
-async def test_shutdown_after_failed_startup_does_not_raise(config: Config) -> None:
+async def test_shutdown_after_failed_startup_does_not_raise(
+    config: Config, arq_redis: ArqRedis
+) -> None:
     bad = config.model_copy(
         update={"database_url": "postgresql://postgres:hunter2@127.0.0.1:1/nowhere"}
     )
-    ctx: dict[str, Any] = {"config": bad}
+    ctx: dict[str, Any] = {"config": bad, "redis": arq_redis}
     with pytest.raises(DatabaseUnavailable) as info:
         await startup(ctx)
     message = str(info.value)
@@ -67,39 +72,41 @@ async def test_shutdown_after_failed_startup_does_not_raise(config: Config) -> N
     assert RESOURCES_KEY not in ctx
 
 
-async def test_missing_database_says_how_to_create_it(config: Config) -> None:
+async def test_missing_database_says_how_to_create_it(config: Config, arq_redis: ArqRedis) -> None:
     name = f"missing_{uuid.uuid4().hex[:8]}"
     bad = config.model_copy(update={"database_url": with_database(ADMIN_URL, name)})
     with pytest.raises(DatabaseMissing, match=f"{name}.*python -m worker setup"):
-        await startup({"config": bad})
+        await startup({"config": bad, "redis": arq_redis})
 
 
-async def test_missing_users_table_is_a_clear_error(config: Config) -> None:
+async def test_missing_users_table_is_a_clear_error(config: Config, arq_redis: ArqRedis) -> None:
     name = f"empty_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         empty = config.model_copy(update={"database_url": with_database(ADMIN_URL, name)})
         with pytest.raises(SchemaMissing, match="python -m worker setup"):
-            await startup({"config": empty})
+            await startup({"config": empty, "redis": arq_redis})
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
 
 
-async def test_pool_larger_than_the_server_allows_is_refused(config: Config) -> None:
+async def test_pool_larger_than_the_server_allows_is_refused(
+    config: Config, arq_redis: ArqRedis
+) -> None:
     huge = config.model_copy(update={"pg_pool_max_size": 100_000, "pg_pool_min_size": 1})
-    ctx: dict[str, Any] = {"config": huge}
+    ctx: dict[str, Any] = {"config": huge, "redis": arq_redis}
     with pytest.raises(PoolTooLarge, match=r"PG_POOL_MAX_SIZE=100000.*max_connections="):
         await startup(ctx)
     assert RESOURCES_KEY not in ctx
 
 
 async def test_pool_smaller_than_max_jobs_is_reported(
-    config: Config, caplog: pytest.LogCaptureFixture
+    config: Config, arq_redis: ArqRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     small = config.model_copy(update={"worker_max_jobs": 50, "pg_pool_max_size": 10})
-    ctx: dict[str, Any] = {"config": small}
+    ctx: dict[str, Any] = {"config": small, "redis": arq_redis}
     with caplog.at_level(logging.WARNING, logger="worker.lifecycle"):
         await startup(ctx)
     await shutdown(ctx)

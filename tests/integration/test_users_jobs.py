@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -108,24 +109,34 @@ async def test_deactivate_inactive_users_in_one_transaction(
     job_ctx: Ctx, users: list[asyncpg.Record], pool: Pool
 ) -> None:
     cutoff = datetime.now(UTC) - timedelta(days=200)
-    expected = await pool.fetchval(
-        "SELECT count(*) FROM users WHERE is_active AND coalesce(last_seen_at, created_at) < $1",
-        cutoff,
-    )
+    stale = "SELECT count(*) FROM users WHERE is_active AND coalesce(last_seen_at, created_at) < $1"
+    expected = await pool.fetchval(stale, cutoff)
     assert expected > 0
-    result = await jobs.deactivate_inactive_users(
-        job_ctx, DeactivateInactiveArgs(seen_before=cutoff)
-    )
+    args = DeactivateInactiveArgs(seen_before=cutoff, idempotency_key=f"first-{uuid.uuid4()}")
+    result = await jobs.deactivate_inactive_users(job_ctx, args)
     assert result.deactivated == expected
-    left = await pool.fetchval(
-        "SELECT count(*) FROM users WHERE is_active AND coalesce(last_seen_at, created_at) < $1",
-        cutoff,
+    assert await pool.fetchval(stale, cutoff) == 0
+    other = DeactivateInactiveArgs(seen_before=cutoff, idempotency_key=f"second-{uuid.uuid4()}")
+    assert (await jobs.deactivate_inactive_users(job_ctx, other)).deactivated == 0
+
+
+async def test_same_idempotency_key_applies_the_effect_once(
+    job_ctx: Ctx, users: list[asyncpg.Record], pool: Pool
+) -> None:
+    key = f"nightly-{uuid.uuid4()}"
+    early = DeactivateInactiveArgs(
+        seen_before=datetime.now(UTC) - timedelta(days=300), idempotency_key=key
     )
-    assert left == 0
-    again = await jobs.deactivate_inactive_users(
-        job_ctx, DeactivateInactiveArgs(seen_before=cutoff)
+    first = await jobs.deactivate_inactive_users(job_ctx, early)
+    later = DeactivateInactiveArgs(seen_before=datetime.now(UTC), idempotency_key=key)
+    active_before = await pool.fetchval("SELECT count(*) FROM users WHERE is_active")
+    second = await jobs.deactivate_inactive_users(job_ctx, later)
+    assert second == first  # the stored result of the first run, not a new effect
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE is_active") == active_before
+    row = await pool.fetchrow(
+        "SELECT function, result FROM job_effects WHERE idempotency_key=$1", key
     )
-    assert again.deactivated == 0
+    assert row is not None and row["result"]["deactivated"] == first.deactivated
 
 
 async def test_injection_strings_are_data(

@@ -81,7 +81,8 @@ async def test_raw_failures_are_json_errors(
     assert first["s"] is False and first["r"]["error"] == "InvalidJobArguments"
     assert "user_id" in first["r"]["message"]
     second = await read_result(raw, unknown)
-    assert second["r"] == {"error": "JobExecutionFailed", "message": "function 'nope' not found"}
+    assert second["s"] is False and second["r"]["error"] == "UnknownJobName"
+    assert "No worker knows job 'nope'" in second["r"]["message"]
 
 
 async def test_non_json_payloads_are_refused_not_run(
@@ -115,4 +116,4 @@ async def test_non_json_payloads_are_refused_not_run(
     for name in payloads:
         result = await read_result(raw, f"{name}-{config.queue_name}")
         assert result["s"] is False
-        assert result["r"]["error"] == "DeserializationError"
+        assert result["r"]["error"] == "PoisonPayload"

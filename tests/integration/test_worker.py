@@ -100,7 +100,7 @@ async def test_unknown_job_name_fails_clearly(
     worker = await run_worker()
     assert worker.jobs_failed == 1
     async with JobClient.connect(config) as client:
-        with pytest.raises(JobFailed, match="function 'drop_all_tables' not found"):
+        with pytest.raises(JobFailed, match="No worker knows job 'drop_all_tables'"):
             await client.handle(job.job_id).raw_result(timeout=1)
 
 

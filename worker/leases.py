@@ -1,0 +1,50 @@
+"""Job leases: a running job's ``arq:in-progress`` key lives ``JOB_LEASE`` seconds and a heartbeat
+renews it, so a crashed worker's job runs again within the lease instead of ``job_timeout + 10 s``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Holds the leases of this worker's running jobs and renews them all in one round trip."""
+
+    def __init__(self, redis: Redis, lease: float) -> None:
+        self.redis = redis
+        self.lease_ms = int(lease * 1000)
+        self.interval = lease / 3
+        self.held: set[str] = set()
+
+    async def hold(self, job_id: str) -> None:
+        """Start holding a job's lease: shorten arq's in-progress TTL to the lease."""
+        self.held.add(job_id)
+        await self.redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+
+    def release(self, job_id: str) -> None:
+        """Stop renewing; arq deletes the in-progress key when it records the outcome."""
+        self.held.discard(job_id)
+
+    async def renew(self) -> None:
+        """Extend every held lease (PEXPIRE never re-creates a key arq already deleted)."""
+        if not self.held:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in self.held:
+                pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+            await pipe.execute()
+
+    async def run(self) -> None:
+        """Renew leases every third of the lease until cancelled; Redis errors are logged, not fatal."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.renew()
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew %d job leases: %s", len(self.held), exc)

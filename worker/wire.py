@@ -1,0 +1,37 @@
+"""Writing jobs in arq's Redis layout directly (replays, bulk enqueue): the script of
+docs/wire-format.md, which refuses a job id that is queued, running or has a kept result."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+
+from worker import codec
+
+ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def enqueue_payload(
+    redis: Redis, queue: str, job_id: str, job: dict[str, Any], defer_ms: int = 0
+) -> bool:
+    """Enqueue ``job`` ({"f", "a", "k", ...}) as a new job; False if ``job_id`` is taken."""
+    enqueued = now_ms()
+    payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
+    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue)
+    expires = defer_ms + expires_extra_ms
+    added = await redis.eval(  # type: ignore[misc]
+        ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id
+    )
+    return bool(added)
