@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, TypeVar, get_type_hints
+from typing import Any, Generic, TypeVar, get_args, get_type_hints
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from jobs import users
 from jobs.context import JobContext
@@ -56,6 +56,15 @@ class JobSpec(Generic[A, R]):
             raise InvalidJobArguments(job=self.name, details=describe(exc)) from None
 
     @cached_property
+    def secret_fields(self) -> tuple[str, ...]:
+        """Argument fields typed SecretStr or SecretBytes: kept out of logs and stored results."""
+        return tuple(
+            name
+            for name, info in self.args_model.model_fields.items()
+            if any(t in (SecretStr, SecretBytes) for t in _types_in(info.annotation))
+        )
+
+    @cached_property
     def result_adapter(self) -> TypeAdapter[Any]:
         """Validates a stored result back into the job's declared return type."""
         return TypeAdapter(get_type_hints(self.function)["return"])
@@ -64,6 +73,10 @@ class JobSpec(Generic[A, R]):
         """Run the job and return its result as JSON-friendly data (timestamps as ISO-8601)."""
         result = await self.function(ctx, args)
         return None if result is None else result.model_dump(mode="json")
+
+
+def _types_in(annotation: Any) -> tuple[Any, ...]:
+    return (annotation, *(t for arg in get_args(annotation) for t in _types_in(arg)))
 
 
 def describe(exc: ValidationError) -> str:

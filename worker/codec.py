@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -41,6 +41,26 @@ def _default(value: Any) -> Any:
 def serialize(value: Any) -> bytes:
     """Encode a job payload or result as compact UTF-8 JSON."""
     return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+REDACTED = "**********"
+
+
+def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
+    """The worker's serializer: like ``serialize``, but a stored result (arq copies the job's
+    arguments into it) carries ``REDACTED`` instead of the job's secret arguments.
+    ``secrets`` maps a job name to its secret fields; positional arguments of such a job are all
+    redacted."""
+
+    def encode(value: Any) -> bytes:
+        is_result = isinstance(value, dict) and "s" in value
+        fields = secrets.get(str(value.get("f")), ()) if is_result else ()
+        if fields:
+            kwargs = {k: REDACTED if k in fields else v for k, v in dict(value["k"]).items()}
+            value = {**value, "a": [REDACTED] * len(value["a"]), "k": kwargs}
+        return serialize(value)
+
+    return encode
 
 
 def deserialize(data: bytes) -> Any:

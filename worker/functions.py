@@ -73,6 +73,11 @@ def cron_jobs(config: Config) -> list[CronJob]:
     ]
 
 
-def job_names(functions: Iterable[Function], crons: Iterable[CronJob] = ()) -> list[str]:
+def secret_fields(specs: Iterable[JobSpec[Any, Any]] = JOBS) -> dict[str, tuple[str, ...]]:
+    """Job name → its secret argument fields, for the worker's result encoder."""
+    return {spec.name: spec.secret_fields for spec in specs if spec.secret_fields}
+
+
+def job_names(functions: Iterable[Function | Any], crons: Iterable[CronJob] = ()) -> list[str]:
     """The names the worker's decoder treats as known."""
-    return [f.name for f in functions] + [c.name for c in crons]
+    return [f.name for f in functions if isinstance(f, Function)] + [c.name for c in crons]

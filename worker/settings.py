@@ -12,7 +12,7 @@ from arq.worker import Function
 
 from worker import codec
 from worker.config import load_config
-from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names
+from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names, secret_fields
 from worker.lifecycle import shutdown, startup
 from worker.redis_settings import redis_settings
 
@@ -33,7 +33,8 @@ class Settings:
     queue_name = _config.queue_name
     on_startup: StartupShutdown | None = startup
     on_shutdown: StartupShutdown | None = shutdown
-    job_serializer = codec.serialize
+    # Stored results never carry a job's secret arguments.
+    job_serializer = codec.job_encoder(secret_fields())
     # Never raises: bad payloads and unknown names reach the worker's handlers (dead letters).
     job_deserializer = codec.job_decoder(job_names(_functions, _crons))
     max_jobs = _config.worker_max_jobs
