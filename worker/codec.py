@@ -52,8 +52,12 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
     ``secrets`` maps a job name to its secret fields; positional arguments of such a job are all
     redacted."""
 
+    expired: set[str] = set()
+
     def encode(value: Any) -> bytes:
         is_result = isinstance(value, dict) and "s" in value
+        if is_result and _overwrites_a_result(value, expired):
+            raise ExpiredNotRecorded(str(value.get("id")))
         fields = secrets.get(str(value.get("f")), ()) if is_result else ()
         if fields:
             kwargs = {k: REDACTED if k in fields else v for k, v in dict(value["k"]).items()}
@@ -61,6 +65,28 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
         return serialize(value)
 
     return encode
+
+
+class ExpiredNotRecorded(ValueError):
+    """arq's "job expired" outcome, which is not stored (see ``_overwrites_a_result``)."""
+
+
+def _overwrites_a_result(value: dict[str, Any], expired: set[str]) -> bool:
+    """True for arq's "job expired" failure, and for arq's second attempt at storing it.
+
+    After a Redis outage longer than the lease, a worker may start a job again while its first run
+    is being recorded; the second start then finds the payload gone and arq would store "job
+    expired" over the first run's real result. Refusing to encode it makes arq store nothing.
+    """
+    job_id = str(value.get("id"))
+    result = value.get("r")
+    if isinstance(result, Exception) and str(result) == "job expired":
+        expired.add(job_id)
+        return True
+    if job_id in expired and result == "unable to serialize result":
+        expired.discard(job_id)
+        return True
+    return False
 
 
 def deserialize(data: bytes) -> Any:
