@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from jobs.errors import WorkerError
-from jobs.registry import JOBS
+from jobs.registry import JOBS, JOBS_BY_NAME
+from worker import dead_letters
 from worker.client import EnqueueOptions, JobClient
+from worker.codec import REDACTED
 from worker.config import Config, load_config
 from worker.connectivity import check_postgres, check_redis
 from worker.database import connect, ensure_database, migrate
@@ -141,6 +143,43 @@ async def _print_result(client: JobClient, job_id: str, wait: float) -> int:
     return 0
 
 
+async def cmd_dead_letters(config: Config, args: argparse.Namespace) -> int:
+    conn = await connect(config.database_url, config.pg_connect_timeout)
+    try:
+        if args.action == "list":
+            emit(await dead_letters.list_letters(conn, args.limit))
+        elif args.action == "show":
+            emit(redact_letter(await dead_letters.get_letter(conn, args.id)))
+        elif args.action == "replay":
+            async with JobClient.connect(config) as client:
+                new_id = await dead_letters.replay(conn, client.redis, args.id)
+            emit({"dead_letter": args.id, "job_id": new_id, "queue": config.queue_name})
+        else:
+            return await _purge(conn, args)
+    finally:
+        await conn.close()
+    return 0
+
+
+async def _purge(conn: Any, args: argparse.Namespace) -> int:
+    if not (args.ids or args.before or args.all):
+        raise WorkerError("purge needs --id N (repeatable), --before ISO8601, or --all")
+    before = datetime.fromisoformat(args.before) if args.before else None
+    purged = await dead_letters.purge(conn, args.ids or None, before)
+    emit({"purged": purged})
+    return 0
+
+
+def redact_letter(letter: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter for display: its job's secret arguments replaced by asterisks."""
+    payload = letter.get("payload")
+    spec = JOBS_BY_NAME.get(str(letter.get("function")))
+    if spec and spec.secret_fields and isinstance(payload, dict):
+        kwargs = {k: REDACTED if k in spec.secret_fields else v for k, v in payload["k"].items()}
+        letter["payload"] = {**payload, "a": [REDACTED] * len(payload["a"]), "k": kwargs}
+    return letter
+
+
 async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
     emit(
         {
@@ -199,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("job_id")
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long")
     sub.add_parser("jobs", help="list the jobs and the JSON schema of their arguments")
+    dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
+    actions = dead.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the newest dead letters")
+    listing.add_argument("--limit", type=int, default=50)
+    actions.add_parser("show", help="one dead letter with its payload").add_argument("id", type=int)
+    actions.add_parser("replay", help="enqueue its job again (new job id)").add_argument(
+        "id", type=int
+    )
+    purge = actions.add_parser("purge", help="delete dead letters")
+    purge.add_argument("--id", dest="ids", type=int, action="append", help="this one (repeatable)")
+    purge.add_argument("--before", metavar="ISO8601", help="those that failed before this time")
+    purge.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 

@@ -23,6 +23,7 @@ APPLICATION_NAME = "pgpool-worker"
 # Any constant works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 0x6A6F6273
 
+REQUIRED_TABLES = ("users", "dead_letters", "job_effects", "job_claims")
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -60,8 +61,9 @@ async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
 async def check_ready(pool: asyncpg.Pool[asyncpg.Record], config: Config) -> None:
     """Fail clearly unless the users table exists and the server has room for the pool."""
     async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
-        if await conn.fetchval("SELECT to_regclass('users')") is None:
-            raise SchemaMissing(url=mask_url(config.database_url))
+        for table in REQUIRED_TABLES:
+            if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+                raise SchemaMissing(table=table, url=mask_url(config.database_url))
         row = await conn.fetchrow(
             "SELECT current_setting('max_connections')::int AS max_connections,"
             " current_setting('superuser_reserved_connections')::int AS reserved,"

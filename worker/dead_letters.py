@@ -25,7 +25,9 @@ from worker.wire import enqueue_payload
 
 if TYPE_CHECKING:
     Pool = asyncpg.Pool[asyncpg.Record]
-    Conn = asyncpg.Connection[asyncpg.Record]
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ class DatabaseMissing(WorkerError):
 
 
 class SchemaMissing(WorkerError):
-    """Table "users" does not exist in the database at {url}. Apply the schema first:
+    """Table "{table}" does not exist in the database at {url}. Apply the schema first:
     `python -m worker setup` (or `make run`, which does it for you)."""
 
 
