@@ -200,6 +200,7 @@ COMMANDS = {
     "enqueue": cmd_enqueue,
     "result": cmd_result,
     "jobs": cmd_jobs,
+    "dead-letters": cmd_dead_letters,
 }
 
 

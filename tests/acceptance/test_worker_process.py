@@ -142,3 +142,27 @@ def test_worker_with_unreachable_database_exits_with_a_clear_error(config: Confi
     assert done.returncode != 0
     assert "Cannot connect to PostgreSQL at postgresql://app:***@127.0.0.1:1/db" in done.stderr
     assert "s3cret" not in done.stderr + done.stdout
+
+
+async def test_dead_letters_cli(config: Config, pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE dead_letters")
+    letter_id = await pool.fetchval(
+        "INSERT INTO dead_letters (job_id, queue, function, payload, reason, error_type,"
+        " error_message, attempts) VALUES ('j-1', $1, 'get_user', $2, 'permanent-error',"
+        " 'InvalidJobArguments', 'user_id: bad', 1) RETURNING id",
+        config.queue_name,
+        b'{"t":null,"f":"get_user","a":[],"k":{"user_id":"x"},"et":1}',
+    )
+    listed = cli(config, "dead-letters", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [letter_id]
+    shown = cli(config, "dead-letters", "show", str(letter_id))
+    assert json.loads(shown.stdout)["payload"]["k"] == {"user_id": "x"}
+    replayed = cli(config, "dead-letters", "replay", str(letter_id))
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["job_id"] == f"j-1:replay:{letter_id}"
+    assert cli(config, "dead-letters", "purge").returncode == 2  # refuses without a selection
+    purged = cli(config, "dead-letters", "purge", "--id", str(letter_id))
+    assert json.loads(purged.stdout) == {"purged": 1}
+    missing = cli(config, "dead-letters", "show", str(letter_id))
+    assert missing.returncode == 2 and f"No dead letter with id {letter_id}" in missing.stderr
