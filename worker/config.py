@@ -23,6 +23,7 @@ class Config(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/jobs_worker"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_ca_file: str | None = None
     queue_name: Annotated[str, Field(min_length=1, max_length=200)] = "arq:queue"
 
     worker_max_jobs: Annotated[int, Field(ge=1, le=10_000)] = 20

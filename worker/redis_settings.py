@@ -21,7 +21,12 @@ def redis_settings(config: Config) -> RedisSettings:
     """
     settings = RedisSettings.from_dsn(config.redis_url)
     if settings.ssl:
-        settings = replace(settings, ssl_cert_reqs="required", ssl_check_hostname=True)
+        settings = replace(
+            settings,
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=config.redis_ca_file,
+        )
     retries = int(config.redis_retry_window) + 3  # ~0.1 + 0.2 + 0.4 + 0.8 s, then 1 s each
     return replace(
         settings,
