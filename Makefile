@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install check-services setup run test lint typecheck pytest format lock clean
+.PHONY: install check-services setup run test test-faults lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest  ## everything CI checks
+
+test-faults: install  ## only the fault suite (F1-F16): worker processes under crashes and outages
+	$(BIN)/pytest -m faults
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from worker.client import EnqueueOptions, JobClient
 from worker.codec import REDACTED
 from worker.config import Config, load_config
 from worker.connectivity import check_postgres, check_redis
-from worker.database import connect, ensure_database, migrate
+from worker.database import connect, ensure_database, grant_worker_role, migrate
 from worker.errors import JobFailed, ResultTimeout
 from worker.seed import seed_users
 from worker.urls import mask_url
@@ -71,6 +72,11 @@ async def cmd_setup(config: Config, args: argparse.Namespace) -> int:
         seeded = 0
         if users == 0 and args.seed > 0:
             seeded = await seed_users(conn, args.seed, show=not args.quiet)
+        role = None
+        if args.worker_role:
+            password = os.environ.get(args.worker_role_password_env)
+            made = await grant_worker_role(conn, args.worker_role, password)
+            role = {"name": args.worker_role, "created": made}
     finally:
         await conn.close()
     emit(
@@ -79,6 +85,7 @@ async def cmd_setup(config: Config, args: argparse.Namespace) -> int:
             "migrations_applied": applied,
             "users_before": users,
             "users_seeded": seeded,
+            "worker_role": role,
         }
     )
     return 0
@@ -217,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=10_000, help="users to add if the table is empty"
     )
     setup.add_argument("--quiet", action="store_true", help="no progress bar")
+    setup.add_argument(
+        "--worker-role",
+        metavar="NAME",
+        help="create or update the worker's least-privilege login role",
+    )
+    setup.add_argument(
+        "--worker-role-password-env",
+        metavar="VAR",
+        default="WORKER_DB_PASSWORD",
+        help="environment variable holding that role's password",
+    )
     seed = sub.add_parser("seed", help="add demo users with COPY")
     seed.add_argument("--users", type=int, required=True, help="how many users to add")
     seed.add_argument("--batch", type=int, default=50_000, help="rows per COPY batch")

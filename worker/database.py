@@ -142,3 +142,35 @@ async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied
+
+
+# What the worker's own role may do: read users and deactivate them, keep its ledgers. No DDL, no
+# DELETE on users, nothing on other tables. `python -m worker setup --worker-role NAME` applies it.
+WORKER_GRANTS = (
+    "GRANT CONNECT ON DATABASE {database} TO {role}",
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT ON users TO {role}",
+    "GRANT UPDATE (is_active) ON users TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON job_effects, job_claims TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON dead_letters TO {role}",
+    "GRANT SELECT ON schema_migrations TO {role}",
+)
+
+
+async def grant_worker_role(
+    conn: asyncpg.Connection[asyncpg.Record], role: str, password: str | None
+) -> bool:
+    """Create the worker's least-privilege login role if missing, set its password, and grant it
+    exactly ``WORKER_GRANTS``; True if the role was created."""
+    quoted_role = await conn.fetchval("SELECT quote_ident($1)", role)
+    database = await conn.fetchval("SELECT quote_ident(current_database())")
+    created = not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    if created:
+        await conn.execute(f"CREATE ROLE {quoted_role} LOGIN")
+    if password:
+        # Passwords cannot be bind parameters in ALTER ROLE; quote_literal makes it a safe literal.
+        literal = await conn.fetchval("SELECT quote_literal($1)", password)
+        await conn.execute(f"ALTER ROLE {quoted_role} PASSWORD {literal}")
+    for grant in WORKER_GRANTS:
+        await conn.execute(grant.format(role=quoted_role, database=database))
+    return created

@@ -46,10 +46,17 @@ CONFIG_VARIABLES = {name.upper(): name for name in Config.model_fields}
 SERVICE_URLS = {"DATABASE_URL", "REDIS_URL"}
 # An empty value means something (no cron job), so compose must default only when unset.
 EMPTY_IS_A_VALUE = {"CRON_DEACTIVATE"}
-COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SEED_USERS"}
-REQUIRED_COMPOSE_VARIABLES = {"POSTGRES_PASSWORD"}
+COMPOSE_ONLY = {
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "SEED_USERS",
+    "WORKER_DB_ROLE",
+    "WORKER_DB_PASSWORD",
+}
+REQUIRED_COMPOSE_VARIABLES = {"POSTGRES_PASSWORD", "WORKER_DB_PASSWORD"}
 # What an operator must set before `docker compose up`; everything else has a default.
-OPERATOR_ENVIRONMENT = {"POSTGRES_PASSWORD": "s3cret"}
+OPERATOR_ENVIRONMENT = {"POSTGRES_PASSWORD": "s3cret", "WORKER_DB_PASSWORD": "w0rker"}
 
 INTERPOLATION = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
@@ -252,7 +259,12 @@ def test_worker_gets_every_config_variable(worker: dict[str, Any], setup: dict[s
     env = environment_of(worker)
     missing = sorted(set(CONFIG_VARIABLES) - set(env))
     assert not missing, f"the worker service does not pass {missing}"
-    assert environment_of(setup) == env, "setup must read the same configuration as the worker"
+    setup_env = environment_of(setup)
+    # Same configuration, except that setup connects as the owner and the worker as its role.
+    shared = {name for name in env if name != "DATABASE_URL"}
+    assert {n: setup_env.get(n) for n in shared} == {n: env[n] for n in shared}, (
+        "setup must read the same configuration as the worker"
+    )
 
 
 def test_worker_compose_defaults_are_the_config_defaults(worker: dict[str, Any]) -> None:
@@ -286,11 +298,20 @@ def test_worker_configuration_resolves_to_the_compose_services(
     config = load_config(_env_file=None, **resolved)
     database = urlsplit(config.database_url)
     assert (database.hostname, database.port, database.path) == ("postgres", 5432, "/jobs_worker")
-    assert (database.username, database.password) == ("postgres", "s3cret")
+    assert (database.username, database.password) == ("worker_app", "w0rker")
     redis = urlsplit(config.redis_url)
     assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
-    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+    with pytest.raises(KeyError, match="WORKER_DB_PASSWORD"):
         interpolate(environment_of(worker)["DATABASE_URL"] or "", {})
+
+
+def test_setup_owns_the_schema_and_creates_the_worker_role(setup: dict[str, Any]) -> None:
+    command = setup["command"]
+    assert command[command.index("--worker-role") + 1] == "${WORKER_DB_ROLE:-worker_app}"
+    env = environment_of(setup)
+    owner = urlsplit(interpolate(env["DATABASE_URL"] or "", OPERATOR_ENVIRONMENT))
+    assert (owner.username, owner.password) == ("postgres", "s3cret")
+    assert "WORKER_DB_PASSWORD" in env
 
 
 def test_required_variables_have_no_default(compose: dict[str, Any]) -> None:
