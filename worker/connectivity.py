@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from worker.config import Config
 from worker.database import connect
-from worker.errors import RedisUnavailable
+from worker.errors import START_REDIS, RedisUnavailable, connection_advice
 from worker.redis_settings import redis_settings
 from worker.urls import mask_url
 
@@ -26,6 +26,9 @@ async def check_redis(config: Config) -> None:
     try:
         redis = await create_pool(settings)
     except (OSError, RedisError, TimeoutError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise RedisUnavailable(url=mask_url(config.redis_url), reason=reason) from None
+        raise RedisUnavailable(
+            url=mask_url(config.redis_url),
+            reason=f"{type(exc).__name__}: {str(exc).rstrip('.')}.",
+            advice=connection_advice(exc, "REDIS_URL", START_REDIS),
+        ) from None
     await redis.aclose()

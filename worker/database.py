@@ -10,7 +10,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from worker.errors import DatabaseMissing, DatabaseUnavailable, PoolTooLarge, SchemaMissing
+from worker.errors import (
+    START_POSTGRES,
+    DatabaseMissing,
+    DatabaseUnavailable,
+    PoolTooLarge,
+    SchemaMissing,
+    connection_advice,
+)
 from worker.urls import mask_url
 
 if TYPE_CHECKING:
@@ -81,8 +88,9 @@ async def check_ready(pool: asyncpg.Pool[asyncpg.Record], config: Config) -> Non
 def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailable | DatabaseMissing:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return DatabaseMissing(name=database_name(url), url=mask_url(url))
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return DatabaseUnavailable(url=mask_url(url), reason=reason)
+    reason = f"{type(exc).__name__}: {str(exc).rstrip('.')}." if str(exc) else type(exc).__name__
+    advice = connection_advice(exc, "DATABASE_URL", START_POSTGRES)
+    return DatabaseUnavailable(url=mask_url(url), reason=reason, advice=advice)
 
 
 def with_database(url: str, database: str) -> str:

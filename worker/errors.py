@@ -10,16 +10,36 @@ class ConfigError(WorkerError):
     (every variable is listed with its default in .env.example)."""
 
 
+START_POSTGRES = (
+    "Start it (on this machine: `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) "
+    "main start`; with Docker: `docker compose up -d postgres`) or fix DATABASE_URL."
+)
+START_REDIS = (
+    "Start it (on this machine: `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+    "--save '' --appendonly no`; with Docker: `docker compose up -d redis`) or fix REDIS_URL."
+)
+
+
+def connection_advice(exc: BaseException, variable: str, start: str) -> str:
+    """What to do about a failed connection: fix TLS, fix credentials, or start the server."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    if "certificate" in text or "ssl" in text or "tls" in text:
+        return (
+            f"The server's TLS certificate was not accepted: the host name in {variable} must "
+            "match the certificate, and its CA must be trusted (REDIS_CA_FILE for Redis, "
+            "sslrootcert for PostgreSQL)."
+        )
+    if "password" in text or "authentication" in text or "auth" in type(exc).__name__.lower():
+        return f"The server refused the credentials: check the user and password in {variable}."
+    return start
+
+
 class DatabaseUnavailable(WorkerError):
-    """Cannot connect to PostgreSQL at {url}: {reason}. Start it (on this machine:
-    `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`; with Docker:
-    `docker compose up -d postgres`) or fix DATABASE_URL."""
+    """Cannot connect to PostgreSQL at {url}: {reason} {advice}"""
 
 
 class RedisUnavailable(WorkerError):
-    """Cannot connect to Redis at {url}: {reason}. Start it (on this machine: `redis-server
-    --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`; with Docker:
-    `docker compose up -d redis`) or fix REDIS_URL."""
+    """Cannot connect to Redis at {url}: {reason} {advice}"""
 
 
 class DatabaseMissing(WorkerError):

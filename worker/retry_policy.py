@@ -34,6 +34,8 @@ def is_transient(exc: BaseException) -> bool:
     """True for errors that another try may not meet (outages, contention, timeouts)."""
     if isinstance(exc, WorkerError):
         return bool(getattr(exc, "retryable", False))
+    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        return True  # a connection lost mid-transaction: asyncpg's __aexit__ masks the real error
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
