@@ -21,7 +21,11 @@ from worker.errors import (
 from worker.urls import mask_url
 
 if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
     from worker.config import Config
+
+    AnyConnection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +169,7 @@ WORKER_GRANTS = (
 )
 
 
-async def grant_worker_role(
-    conn: asyncpg.Connection[asyncpg.Record], role: str, password: str | None
-) -> bool:
+async def grant_worker_role(conn: AnyConnection, role: str, password: str | None) -> bool:
     """Create the worker's least-privilege login role if missing, set its password, and grant it
     exactly ``WORKER_GRANTS``; True if the role was created."""
     quoted_role = await conn.fetchval("SELECT quote_ident($1)", role)

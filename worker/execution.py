@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from arq.constants import retry_key_prefix
 from arq.worker import Retry
 from redis.asyncio import Redis
@@ -137,9 +138,10 @@ async def _attempt(
             if spec.writes:
                 await claim(ctx)
             return await spec.run(ctx, params)
-    except TimeoutError as exc:
-        if ctx[DEADLINE_KEY] > asyncio.get_running_loop().time():
-            raise  # a TimeoutError of the job's own (asyncpg command_timeout, acquire)
+    except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+        # The server's statement_timeout (the remaining time) may fire just before our deadline.
+        if ctx[DEADLINE_KEY] > asyncio.get_running_loop().time() + 0.05:
+            raise  # a timeout of the job's own (asyncpg command_timeout, acquire, lock)
         raise JobTimeout(job_id=ctx["job_id"], function=spec.name, timeout=timeout) from exc
 
 

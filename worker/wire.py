@@ -4,6 +4,7 @@ docs/wire-format.md, which refuses a job id that is queued, running or has a kep
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
@@ -35,3 +36,22 @@ async def enqueue_payload(
         ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id
     )
     return bool(added)
+
+
+async def enqueue_many(
+    redis: Redis, queue: str, jobs: Sequence[tuple[str, dict[str, Any]]], chunk: int = 1000
+) -> list[bool]:
+    """Enqueue many ``(job_id, job)`` pairs with the same script, ``chunk`` per pipelined round
+    trip; each entry of the answer says whether that job was added (False: its id is taken)."""
+    script = redis.register_script(ENQUEUE_SCRIPT)
+    expires = str(expires_extra_ms)
+    added: list[bool] = []
+    for start in range(0, len(jobs), chunk):
+        enqueued = now_ms()
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id, job in jobs[start : start + chunk]:
+                payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
+                keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue]
+                await script(keys, [payload, expires, str(enqueued), job_id], client=pipe)
+            added.extend(bool(answer) for answer in await pipe.execute())
+    return added

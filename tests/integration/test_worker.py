@@ -200,3 +200,26 @@ async def test_shared_connection_fails_where_the_pool_does_not(
         " AND application_name = 'pgpool-worker'"
     )
     assert backends == 0  # the worker's pool closed at shutdown
+
+
+async def test_enqueue_many_validates_first_refuses_duplicates_and_runs(
+    config: Config, run_worker: RunWorker, users: list[asyncpg.Record], arq_redis: ArqRedis
+) -> None:
+    async with JobClient.connect(config) as client:
+        with pytest.raises(InvalidJobArguments, match="user_id"):
+            await client.enqueue_many("get_user", [{"user_id": 1}, {"user_id": "x"}])
+        assert await arq_redis.zcard(config.queue_name) == 0  # nothing half-enqueued
+        ids = [f"bulk-{config.queue_name}-{i}" for i in range(2500)]
+        args = [{"user_id": users[i % len(users)]["id"]} for i in range(2500)]
+        handles = await client.enqueue_many("get_user", args, job_ids=ids, chunk=1000)
+        assert all(h is not None for h in handles)
+        again = await client.enqueue_many(
+            "get_user", args[:3], job_ids=[*ids[:2], f"fresh-{config.queue_name}"]
+        )
+        assert again[:2] == [None, None] and again[2] is not None
+        worker = await run_worker()
+        assert worker.jobs_complete == 2501 and worker.jobs_failed == 0
+        sample = handles[1234]
+        assert sample is not None
+        user = await sample.result(timeout=1)
+        assert user is not None and user.id == users[1234 % len(users)]["id"]
