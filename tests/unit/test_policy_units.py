@@ -34,6 +34,10 @@ pytestmark = pytest.mark.unit
         asyncpg.QueryCanceledError("statement timeout"),
         PoolAcquireTimeout(timeout=1, max_size=2),
         JobTimeout(job_id="j", function="f", timeout=1),
+        # asyncpg's Transaction.__aexit__ replaces a lost connection's error with this one
+        asyncpg.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        ),
     ],
 )
 def test_transient_errors(exc: BaseException) -> None:
