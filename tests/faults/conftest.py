@@ -107,8 +107,8 @@ async def spawn(config: Config, tmp_path: Path) -> AsyncIterator[Spawn]:
     """Start worker processes for this test; each is SIGKILLed by PID at the end if still alive."""
     started: list[WorkerProcess] = []
 
-    async def start(ready: bool = True, **env: str) -> WorkerProcess:
-        environment = {k: v for k, v in os.environ.items() if k.upper() not in Config.model_fields}
+    async def start(ready: bool = True, settings: str = SETTINGS, **env: str) -> WorkerProcess:
+        environment = {k: v for k, v in os.environ.items() if k.lower() not in Config.model_fields}
         environment.update(
             DATABASE_URL=config.database_url,
             REDIS_URL=config.redis_url,
@@ -119,7 +119,7 @@ async def spawn(config: Config, tmp_path: Path) -> AsyncIterator[Spawn]:
         log_path = tmp_path / f"worker-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220  (fork+exec, returns at once)
-                [sys.executable, "-m", "arq", SETTINGS],
+                [sys.executable, "-m", "arq", settings],
                 cwd=ROOT,
                 env=environment,
                 stdout=log,
