@@ -82,11 +82,18 @@ async def transaction(ctx: JobContext) -> AsyncIterator[Conn]:
 class Effect:
     """A write in progress: ``done`` says a run with the same key already committed ``stored``."""
 
-    conn: Conn
     key: str
     done: bool
     stored: Any = None
-    result: Any = field(default=None)
+    result: Any = None
+    _conn: Conn | None = field(default=None, repr=False)
+
+    @property
+    def conn(self) -> Conn:
+        """The transaction's connection (only when ``done`` is False)."""
+        if self._conn is None:
+            raise RuntimeError("the effect was already applied: return effect.stored instead")
+        return self._conn
 
 
 CLAIM = """
@@ -113,26 +120,48 @@ async def claim(ctx: JobContext) -> None:
 async def write_effect(ctx: JobContext, key: str | None = None) -> AsyncIterator[Effect]:
     """One transaction that applies a job's effect at most once per idempotency ``key`` (default:
     the job id) and only while this try owns the job. Set ``effect.result`` to what a repeated run
-    should return; when ``effect.done``, return ``effect.stored`` and write nothing."""
+    should return; when ``effect.done``, return ``effect.stored`` and write nothing.
+
+    A try that lost the job to a newer one (its worker was stalled past the lease) writes nothing
+    and waits for the new owner's result, so that it ends with the same answer instead of a failure.
+    """
     job_id = str(ctx.get("job_id", ""))
     job_try = int(ctx.get("job_try", 1))
     key = key or job_id
     if not key:
         raise ValueError("write_effect needs an idempotency key outside a worker")
+    owner = None
     async with transaction(ctx) as conn:
         if job_id:
             owner = await conn.fetchval(OWNER, job_id)
-            if owner is not None and owner > job_try:
-                raise StaleLease(job_id=job_id, job_try=job_try, owner=owner)
-        name = str(ctx.get(JOB_NAME_KEY, ""))
-        if not await conn.fetchval(RECORD_KEY, key, job_id, name):
-            stored = await conn.fetchval(
-                "SELECT result FROM job_effects WHERE idempotency_key = $1", key
-            )
-            yield Effect(conn, key, done=True, stored=stored)
+        if owner is None or owner <= job_try:
+            name = str(ctx.get(JOB_NAME_KEY, ""))
+            if not await conn.fetchval(RECORD_KEY, key, job_id, name):
+                yield Effect(key, done=True, stored=await conn.fetchval(STORED, key))
+                return
+            effect = Effect(key, done=False, _conn=conn)
+            yield effect
+            await conn.execute(SAVE_RESULT, key, effect.result)
             return
-        effect = Effect(conn, key, done=False)
-        yield effect
-        await conn.execute(
-            "UPDATE job_effects SET result = $2 WHERE idempotency_key = $1", key, effect.result
-        )
+    # Fenced out: the transaction is over (it held the claim row the new owner needs).
+    yield Effect(key, done=True, stored=await _new_owners_result(ctx, key, job_try, owner))
+
+
+STORED = "SELECT result FROM job_effects WHERE idempotency_key = $1"
+SAVE_RESULT = "UPDATE job_effects SET result = $2 WHERE idempotency_key = $1"
+
+
+async def _new_owners_result(ctx: JobContext, key: str, job_try: int, owner: int) -> Any:
+    """Wait (within this try's deadline) for the newer try to commit the effect; its result."""
+    while True:
+        async with connection(ctx) as conn:
+            row = await conn.fetchrow(
+                "SELECT result FROM job_effects WHERE idempotency_key = $1 AND result IS NOT NULL",
+                key,
+            )
+        if row is not None:
+            return row["result"]
+        left = remaining(ctx)
+        if left is not None and left <= 0.1:
+            raise StaleLease(job_id=ctx.get("job_id"), job_try=job_try, owner=owner)
+        await asyncio.sleep(0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
@@ -20,16 +21,19 @@ class LeaseKeeper:
         self.redis = redis
         self.lease_ms = int(lease * 1000)
         self.interval = lease / 3
-        self.held: set[str] = set()
+        # A count per job: a stalled worker may run two tries of one job at once.
+        self.held: Counter[str] = Counter()
 
     async def hold(self, job_id: str) -> None:
         """Start holding a job's lease: shorten arq's in-progress TTL to the lease."""
-        self.held.add(job_id)
+        self.held[job_id] += 1
         await self.redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing; arq deletes the in-progress key when it records the outcome."""
-        self.held.discard(job_id)
+        self.held[job_id] -= 1
+        if self.held[job_id] <= 0:
+            del self.held[job_id]
 
     async def renew(self) -> None:
         """Extend every held lease (PEXPIRE never re-creates a key arq already deleted)."""
