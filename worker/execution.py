@@ -21,9 +21,10 @@ from jobs.errors import JobTimeout
 from jobs.registry import JobSpec
 from worker import codec
 from worker.config import Config
+from worker.consumer import Consumer
 from worker.dead_letters import EXHAUSTED, PERMANENT, POISON, UNKNOWN, DeadLetter, DeadLetterStore
 from worker.errors import PoisonPayload, TriesExhausted, UnknownJobName
-from worker.leases import LeaseKeeper
+from worker.leases import LEASE_SET_KEY, LeaseKeeper
 from worker.retry_policy import RetryPolicy, is_transient
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Runtime:
     dead_letters: DeadLetterStore
     known: Sequence[str]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    consumer: Consumer | None = None
 
     def policy(self, spec: JobSpec[Any, Any] | None = None) -> RetryPolicy:
         max_tries = spec.max_tries if spec and spec.max_tries else self.config.max_tries
@@ -102,7 +104,7 @@ async def execute(
         )
         await rt.dead_letters.add(dead_letter(ctx, spec.name, args, kwargs, EXHAUSTED, exhausted))
         raise exhausted
-    await rt.leases.hold(job_id)
+    await rt.leases.hold(job_id, lease_set=bool(ctx.get(LEASE_SET_KEY)))
     try:
         return await _attempt(ctx, spec, args, kwargs, rt.config)
     except asyncio.CancelledError:

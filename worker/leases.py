@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
+LEASE_SET_KEY = "lease_set"  # in a job's ctx: the claim already gave the job its lease
+
 
 class LeaseKeeper:
     """Holds the leases of this worker's running jobs and renews them all in one round trip."""
@@ -24,10 +26,12 @@ class LeaseKeeper:
         # A count per job: a stalled worker may run two tries of one job at once.
         self.held: Counter[str] = Counter()
 
-    async def hold(self, job_id: str) -> None:
-        """Start holding a job's lease: shorten arq's in-progress TTL to the lease."""
+    async def hold(self, job_id: str, lease_set: bool = False) -> None:
+        """Start holding a job's lease: shorten arq's in-progress TTL to the lease, unless the
+        claim already set it (``lease_set``)."""
         self.held[job_id] += 1
-        await self.redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+        if not lease_set:
+            await self.redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing; arq deletes the in-progress key when it records the outcome."""

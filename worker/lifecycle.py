@@ -9,6 +9,7 @@ from typing import Any
 from jobs.context import RESOURCES_KEY, Resources
 from jobs.registry import JOBS_BY_NAME
 from worker.config import Config, load_config
+from worker.consumer import Consumer, running_worker
 from worker.database import check_ready, create_pool
 from worker.dead_letters import DeadLetterStore
 from worker.execution import RUNTIME_KEY, Runtime
@@ -50,6 +51,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     rt.tasks = [asyncio.create_task(rt.leases.run()), asyncio.create_task(rt.dead_letters.run())]
     ctx[RUNTIME_KEY] = rt
+    worker = running_worker(ctx)
+    if worker is not None:  # always, under arq; absent only when a test calls startup() itself
+        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay)
+        rt.consumer.start()
     report_pool_sizing(config)
     logger.info(
         "postgres pool ready: min %d, max %d connections for max_jobs=%d",
@@ -64,6 +69,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     failed startup did not create."""
     rt: Runtime | None = ctx.pop(RUNTIME_KEY, None)
     if rt is not None:
+        if rt.consumer is not None:
+            await rt.consumer.close(rt.config.shutdown_grace)
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)

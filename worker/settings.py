@@ -44,6 +44,8 @@ class Settings:
     # SIGTERM: stop taking jobs, let running ones finish this long, then cancel and re-queue them.
     job_completion_wait = int(_config.shutdown_grace)
     keep_result = _config.keep_result
-    poll_delay = _config.poll_delay
+    # arq's own loop only keeps house (health, cron, burst, signals): worker/consumer.py takes
+    # the jobs, waking on enqueue or after POLL_DELAY.
+    poll_delay = max(_config.poll_delay, 0.5)
     health_check_interval = _config.health_check_interval
     log_results = False

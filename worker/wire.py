@@ -9,6 +9,7 @@ from typing import Any
 
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from worker import codec
 
@@ -32,10 +33,18 @@ async def enqueue_payload(
     payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
     keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue)
     expires = defer_ms + expires_extra_ms
-    added = await redis.eval(  # type: ignore[misc]
-        ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id
-    )
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.eval(ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id)
+        wake(pipe, queue)
+        added = (await pipe.execute())[0]
     return bool(added)
+
+
+def wake(pipe: Pipeline, queue: str) -> None:
+    """Queue a wake-up for an idle consumer of ``queue`` (a one-element list, never longer)."""
+    key = f"{queue}:wake"
+    pipe.lpush(key, b"1")
+    pipe.ltrim(key, 0, 0)
 
 
 async def enqueue_many(
@@ -53,5 +62,6 @@ async def enqueue_many(
                 payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
                 keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue]
                 await script(keys, [payload, expires, str(enqueued), job_id], client=pipe)
-            added.extend(bool(answer) for answer in await pipe.execute())
+            wake(pipe, queue)
+            added.extend(bool(answer) for answer in (await pipe.execute())[:-2])
     return added
