@@ -1,0 +1,83 @@
+"""The fast consumer (worker/consumer.py): arq's Redis format kept, wake-up on enqueue, odd entries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+
+from jobs.registry import JOBS_BY_NAME
+from tests.conftest import RunWorker
+from worker import codec
+from worker.client import JobClient
+from worker.config import Config
+from worker.redis_settings import redis_settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_queue_entry_without_payload_is_cleared(
+    config: Config, run_worker: RunWorker, arq_redis: ArqRedis, users: list[asyncpg.Record]
+) -> None:
+    ghost = f"ghost-{uuid.uuid4().hex}"
+    await arq_redis.zadd(config.queue_name, {ghost: int(time.time() * 1000)})
+    async with JobClient.connect(config) as client:
+        real = await client.get_user(1)
+        worker = await run_worker()
+        assert (await real.result(timeout=1)) is not None
+    assert worker.jobs_failed == 1 and worker.jobs_complete == 1
+    assert await arq_redis.zcard(config.queue_name) == 0
+    assert await arq_redis.exists(f"arq:in-progress:{ghost}", f"arq:retry:{ghost}") == 0
+
+
+async def test_a_plain_arq_worker_runs_what_the_client_enqueued(
+    config: Config, users: list[asyncpg.Record], job_ctx: dict[str, object]
+) -> None:
+    """The queue stays in arq's format: arq's own worker (no consumer) can take the jobs."""
+    spec = JOBS_BY_NAME["count_users"]
+
+    async def count_users(ctx: dict[str, object], **kwargs: object) -> object:
+        return await spec.run({**job_ctx, **ctx}, spec.parse((), kwargs))
+
+    async with JobClient.connect(config) as client:
+        handle = await client.count_users(active=None)
+        plain = Worker(
+            functions=[func(count_users, name="count_users")],
+            redis_settings=redis_settings(config),
+            queue_name=config.queue_name,
+            job_serializer=codec.serialize,
+            job_deserializer=codec.deserialize,
+            burst=True,
+            poll_delay=0.01,
+            handle_signals=False,
+        )
+        try:
+            await plain.async_run()
+        finally:
+            await plain.close()
+        assert plain.jobs_complete == 1
+        assert (await handle.result(timeout=1)).count == len(users)
+
+
+async def test_an_idle_consumer_wakes_on_enqueue(
+    config: Config, run_worker: RunWorker, users: list[asyncpg.Record]
+) -> None:
+    """With a 30 s idle poll the job could only run this soon if the enqueue woke the consumer."""
+    sleepy = config.model_copy(update={"poll_delay": 30.0})
+    worker_task = asyncio.create_task(run_worker(config=sleepy, burst=False, poll_delay=0.5))
+    try:
+        async with JobClient.connect(sleepy) as client:
+            await asyncio.sleep(0.5)  # let the worker start and go idle (nothing is queued yet)
+            started = time.monotonic()
+            handle = await client.get_user(2)
+            user = await handle.result(timeout=10)
+            assert user is not None and user.id == 2
+            assert time.monotonic() - started < 10
+    finally:
+        worker_task.cancel()
+        await asyncio.gather(worker_task, return_exceptions=True)
