@@ -69,7 +69,7 @@ async def test_an_idle_consumer_wakes_on_enqueue(
 ) -> None:
     """With a 30 s idle poll the job could only run this soon if the enqueue woke the consumer."""
     sleepy = config.model_copy(update={"poll_delay": 30.0})
-    worker_task = asyncio.create_task(run_worker(config=sleepy, burst=False, poll_delay=0.5))
+    worker_task = asyncio.ensure_future(run_worker(config=sleepy, burst=False, poll_delay=0.5))
     try:
         async with JobClient.connect(sleepy) as client:
             await asyncio.sleep(0.5)  # let the worker start and go idle (nothing is queued yet)
