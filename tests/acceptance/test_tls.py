@@ -1,6 +1,6 @@
 """TLS to both services: ``rediss://`` with a password and a verified host name, and PostgreSQL
 with ``sslmode=verify-full``. Each runs as a private server started here, with a certificate for
-"localhost" from a throwaway CA (trustme), and the real worker runs jobs through it."""
+"localhost" from a throwaway CA (made with the openssl command), and the real worker runs jobs through it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import trustme
 
 from tests.conftest import RunWorker
 from worker.client import JobClient
@@ -54,19 +53,73 @@ class TlsFiles:
     key: Path
 
 
+@dataclass(frozen=True)
+class Ca:
+    cert: Path
+    key: Path
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
 @pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> Ca:
+    """A throwaway certificate authority."""
+    directory = tmp_path_factory.mktemp("ca")
+    ca = Ca(cert=directory / "ca.pem", key=directory / "ca.key")
+    openssl(
+        "req",
+        "-x509",
+        *EC_KEY,
+        "-keyout",
+        str(ca.key),
+        "-out",
+        str(ca.cert),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pgpool-worker test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    return ca
 
 
-def write_tls_files(ca: trustme.CA, directory: Path) -> TlsFiles:
-    server = ca.issue_cert("localhost")
+def write_tls_files(ca: Ca, directory: Path) -> TlsFiles:
+    """The CA and a server certificate for "localhost" only, signed by it."""
     files = TlsFiles(
         ca=directory / "ca.pem", cert=directory / "server.crt", key=directory / "server.key"
     )
-    ca.cert_pem.write_to_path(str(files.ca))
-    files.cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(files.key))
+    shutil.copyfile(ca.cert, files.ca)
+    csr, extensions = directory / "server.csr", directory / "server.ext"
+    extensions.write_text(
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl("req", *EC_KEY, "-keyout", str(files.key), "-out", str(csr), "-subj", "/CN=localhost")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca.cert),
+        "-CAkey",
+        str(ca.key),
+        "-CAcreateserial",
+        "-out",
+        str(files.cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(extensions),
+    )
     files.key.chmod(0o600)
     return files
 
@@ -103,7 +156,7 @@ def wait_for_tls(proc: subprocess.Popen[bytes], port: int, ca: Path, log: Path) 
 
 
 @pytest.fixture(scope="module")
-def tls_redis(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+def tls_redis(tls_ca: Ca, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     """A private redis-server speaking only TLS (no plain port), with a password."""
     directory = tmp_path_factory.mktemp("redis-tls")
     files = write_tls_files(tls_ca, directory)
@@ -229,7 +282,7 @@ def checked(result: subprocess.CompletedProcess[str], what: str, log: Path | Non
 
 
 @pytest.fixture(scope="module")
-def tls_postgres(tls_ca: trustme.CA) -> Iterator[TlsPostgres]:
+def tls_postgres(tls_ca: Ca) -> Iterator[TlsPostgres]:
     """A private PostgreSQL 15 cluster that accepts only TLS over TCP (hostssl), trust auth."""
     # pytest's tmp dirs are private to root; the cluster's owner must be able to enter this one.
     root = Path(tempfile.mkdtemp(prefix="pg-tls-"))
