@@ -29,8 +29,9 @@ RUN python -m compileall -q worker jobs
 
 USER 10001:10001
 
-# Passes while the worker's arq health-check key in Redis is fresh (HEALTH_CHECK_INTERVAL, 10 s).
+# Passes while the worker is live (its consumer loop makes progress) and ready (PostgreSQL and
+# Redis answer it), asked of its endpoint on METRICS_PORT; `arq --check worker.Settings` works too.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["arq", "--check", "worker.Settings"]
+    CMD ["python", "-m", "worker", "health"]
 
 CMD ["arq", "worker.Settings"]

@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install check-services setup run test test-faults lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,31 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# PgBouncer, which tests/integration/test_pgbouncer.py starts on its own port: Debian's package,
+# installed with apt-get when missing (as root, or with sudo); elsewhere, a note and no failure.
+test-deps:  ## system packages the tests start themselves (PgBouncer)
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+		if command -v apt-get >/dev/null 2>&1; then \
+			SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+			$$SUDO apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; \
+		else \
+			echo "note: pgbouncer is missing and apt-get is not available; install PgBouncer" \
+				"for tests/integration/test_pgbouncer.py"; \
+		fi; }
+
+# Debian's chromium and chromium-driver, which tests/acceptance/test_dashboard.py drives with
+# selenium: installed with apt-get when missing (as root, or with sudo).
+browser:  ## the headless browser of the dashboard test (chromium, chromium-driver)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+screenshot: install browser  ## docs/dashboard.png, taken by the dashboard's browser test
+	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/pytest -q tests/acceptance/test_dashboard.py
+
+pytest: install test-deps browser
 	@DATABASE_URL=$(TEST_ADMIN_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(BIN)/python -m worker check > /dev/null
 	$(BIN)/pytest
@@ -47,6 +71,9 @@ test: lint typecheck pytest  ## everything CI checks
 
 test-faults: install  ## only the fault suite (F1-F16): worker processes under crashes and outages
 	$(BIN)/pytest -m faults
+
+bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~12 min): docs/performance.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 format: install
 	$(BIN)/ruff check --fix .

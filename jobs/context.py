@@ -4,7 +4,8 @@ database: a pooled connection, a deadline-bound transaction, and a fenced, effec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,10 +25,18 @@ JOB_NAME_KEY = "job_name"
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """What jobs may use: the worker's one asyncpg pool and how long to wait for a connection."""
+    """What jobs may use: the worker's one asyncpg pool and how long to wait for a connection.
+
+    ``on_acquire``, when set, is called after each acquire with the seconds waited and whether a
+    connection came (the worker's metrics; jobs know nothing of them)."""
 
     pool: asyncpg.Pool[asyncpg.Record]
     acquire_timeout: float
+    # Behind a transaction pooler (PgBouncer) connections carry no session settings: each job
+    # transaction then sets its server-side timeouts itself, in milliseconds: (statement, lock,
+    # idle in transaction). None: the pool's connections already have them.
+    transaction_timeouts: tuple[int, int, int] | None = None
+    on_acquire: Callable[[float, bool], None] | None = None
 
 
 def resources(ctx: JobContext) -> Resources:
@@ -57,10 +66,16 @@ async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
     left = remaining(ctx)
     if left is not None:
         timeout = max(min(timeout, left), 0.001)
+    hook = res.on_acquire
+    started = time.perf_counter() if hook is not None else 0.0
     try:
         conn = await res.pool.acquire(timeout=timeout)
     except TimeoutError as exc:
+        if hook is not None:
+            hook(time.perf_counter() - started, False)
         raise PoolAcquireTimeout(timeout=timeout, max_size=res.pool.get_max_size()) from exc
+    if hook is not None:
+        hook(time.perf_counter() - started, True)
     try:
         yield conn
     finally:
@@ -70,12 +85,23 @@ async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
 @asynccontextmanager
 async def transaction(ctx: JobContext) -> AsyncIterator[Conn]:
     """A connection in a transaction whose statement_timeout is the job's remaining time."""
+    timeouts = resources(ctx).transaction_timeouts
     async with connection(ctx) as conn, conn.transaction():
         left = remaining(ctx)
-        if left is not None:
-            millis = str(max(int(left * 1000), 1))
-            await conn.execute("SELECT set_config('statement_timeout', $1, true)", millis)
+        statement = None if left is None else max(int(left * 1000), 1)
+        if timeouts is not None:
+            default, lock, idle = timeouts
+            await conn.execute(SET_TIMEOUTS, str(statement or default), str(lock), str(idle))
+        elif statement is not None:
+            await conn.execute(SET_STATEMENT_TIMEOUT, str(statement))
         yield conn
+
+
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+SET_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),"
+    " set_config('idle_in_transaction_session_timeout', $3, true)"
+)
 
 
 @dataclass

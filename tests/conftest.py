@@ -85,6 +85,7 @@ def config(database_url: str, queue_name: str) -> Config:
         job_lease=3,
         pg_idle_in_transaction_timeout=2,
         unknown_job_grace=0,
+        metrics_port=0,  # tests that scrape a worker give it a free port
     )
 
 

@@ -1,7 +1,8 @@
-"""Command line: set up the database, seed it, enqueue jobs and read results.
+"""Command line: set up the database, seed it, enqueue jobs and read results; watch and control
+the workers (health, status, inspect, abort, dashboard: worker/ops_cli.py).
 
-Exit codes: 0 success; 1 the job failed; 2 bad usage or configuration, or a service is unreachable;
-3 no result yet (timeout or still running).
+Exit codes: 0 success; 1 the job failed (or is not what was asked), or unhealthy; 2 bad usage or
+configuration, or a service is unreachable; 3 no result yet (timeout or still running).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from jobs.errors import WorkerError
 from jobs.registry import JOBS, JOBS_BY_NAME
-from worker import dead_letters
+from worker import dead_letters, ops_cli
 from worker.client import EnqueueOptions, JobClient
 from worker.codec import REDACTED
 from worker.config import Config, load_config
@@ -200,6 +201,27 @@ async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_budget(config: Config, _: argparse.Namespace) -> int:
+    from worker.budget import fleet_report
+
+    conn = await connect(config.database_url, config.pg_connect_timeout)
+    try:
+        async with JobClient.connect(config) as client:
+            emit(await fleet_report(config, client.redis, conn))
+    finally:
+        await conn.close()
+    return 0
+
+
+def run_supervisor(config: Config, args: argparse.Namespace) -> int:
+    from worker import supervisor
+
+    processes = supervisor.default_processes() if args.processes is None else args.processes
+    if processes < 1:
+        raise WorkerError("--processes must be at least 1")
+    return supervisor.run(processes, args.settings, config)
+
+
 COMMANDS = {
     "check": cmd_check,
     "setup": cmd_setup,
@@ -208,7 +230,9 @@ COMMANDS = {
     "result": cmd_result,
     "jobs": cmd_jobs,
     "dead-letters": cmd_dead_letters,
+    "budget": cmd_budget,
 }
+COMMANDS.update(ops_cli.COMMANDS)  # health, status, inspect, abort, dashboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("job_id")
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long")
     sub.add_parser("jobs", help="list the jobs and the JSON schema of their arguments")
+    run = sub.add_parser("run", help="run N worker processes under a supervisor (docs/scaling.md)")
+    run.add_argument(
+        "--processes", type=int, default=None, metavar="N", help="worker processes (default: cores)"
+    )
+    run.add_argument("--settings", default="worker.Settings", help="the arq settings to run")
+    sub.add_parser("budget", help="the fleet's pool registrations and the connection budget")
+    ops_cli.add_parsers(sub)
     dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
     actions = dead.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the newest dead letters")
@@ -277,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config()
+        if args.command == "run":  # synchronous: the supervisor owns the signals
+            return run_supervisor(config, args)
         return asyncio.run(COMMANDS[args.command](config, args))
     except WorkerError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -17,7 +17,7 @@ from jobs.registry import JOBS_BY_NAME, JobSpec
 from worker import codec
 from worker.config import Config, load_config
 from worker.errors import DuplicateJob, JobFailed, ResultNotFound, ResultTimeout, UnknownJob
-from worker.redis_settings import redis_settings
+from worker.redis_settings import apply_retry, close_redis, redis_settings
 from worker.wire import enqueue_many, enqueue_payload
 
 T = TypeVar("T")
@@ -109,16 +109,18 @@ class JobClient:
     async def connect(cls, config: Config | None = None) -> AsyncIterator[JobClient]:
         """Connect to REDIS_URL (JSON codec, the worker's queue); closes the connection on exit."""
         config = config or load_config()
+        settings = redis_settings(config)
         redis = await create_pool(
-            redis_settings(config),
+            settings,
             job_serializer=codec.serialize,
             job_deserializer=codec.deserialize,
             default_queue_name=config.queue_name,
         )
+        await apply_retry(redis, settings)  # a Sentinel pool's failover (arq leaves it out)
         try:
             yield cls(redis, config.queue_name)
         finally:
-            await redis.aclose()
+            await close_redis(redis)
 
     async def enqueue(
         self, name: str, /, *args: Any, options: EnqueueOptions | None = None, **kwargs: Any

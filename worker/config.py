@@ -24,6 +24,10 @@ class Config(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/jobs_worker"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_ca_file: str | None = None
+    # Redis Sentinel (docs/scaling.md): "host:port,host:port"; the master's name. REDIS_URL then
+    # gives only the password, database and TLS; its host is ignored.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: Annotated[str, Field(min_length=1)] = "mymaster"
     queue_name: Annotated[str, Field(min_length=1, max_length=200)] = "arq:queue"
 
     worker_max_jobs: Annotated[int, Field(ge=1, le=10_000)] = 20
@@ -32,6 +36,12 @@ class Config(BaseSettings):
     pg_acquire_timeout: Seconds = 5.0
     pg_connect_timeout: Seconds = 5.0
     pg_statement_timeout: Seconds = 30.0
+    # Scale-out (docs/scaling.md): asyncpg's prepared-statement cache (0 for PgBouncer < 1.21 in
+    # transaction mode), a transaction pooler in DATABASE_URL, and the fleet's connection budget.
+    pg_statement_cache_size: Annotated[int, Field(ge=0)] = 100
+    pg_transaction_pooling: bool = False
+    pg_connection_budget: Annotated[int | None, Field(ge=1)] = None
+    pg_pool_over_budget: Literal["refuse", "shrink"] = "refuse"
 
     pg_lock_timeout: Seconds = 10.0
     pg_idle_in_transaction_timeout: Seconds = 20.0
@@ -52,6 +62,11 @@ class Config(BaseSettings):
     deactivate_after_days: Annotated[int, Field(ge=1)] = 90
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Operations (docs/operations.md): JSON log lines unless stderr is a terminal ("auto"); the
+    # per-worker HTTP endpoint of /metrics, /healthz and /readyz (port 0: none).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9180
+    metrics_host: Annotated[str, Field(min_length=1)] = "0.0.0.0"  # scraped from outside
 
     @field_validator("database_url")
     @classmethod
@@ -64,6 +79,13 @@ class Config(BaseSettings):
     @classmethod
     def _redis_url(cls, url: str) -> str:
         return _check_url(url, ("redis", "rediss"), "redis://:password@host:6379/0")
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_sentinels(value)
+        return value
 
     @field_validator("cron_deactivate")
     @classmethod
@@ -102,6 +124,17 @@ class Config(BaseSettings):
         if self.pg_pool_min_size is not None:
             return self.pg_pool_min_size
         return min(4, self.pool_max_size)
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``"host1:26379,host2:26379"`` as ``[("host1", 26379), ("host2", 26379)]``."""
+    found = []
+    for item in value.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
 
 
 def load_config(**overrides: object) -> Config:

@@ -8,7 +8,10 @@ replaces it (arq's loop keeps its housekeeping: health records, cron, burst, sig
   keys arq uses, so plain arq workers and clients still interoperate);
 * finished jobs are recorded in arq's result format, many per pipelined transaction;
 * an idle consumer blocks on ``<queue>:wake``, which this project's producers push to, so a job starts
-  within a millisecond or so of its enqueue instead of up to ``poll_delay`` later.
+  within a millisecond or so of its enqueue instead of up to ``poll_delay`` later;
+* the claim script also returns arq's abort set (``arq:abort``, only when it is not empty): a running
+  job found there is cancelled and recorded as aborted, a claimed one is aborted before it starts;
+* every claim round refreshes a heartbeat, the worker's liveness (``worker/health.py``).
 
 Jobs run through the same arq functions (and so the same policy in ``worker/execution.py``), and are
 registered in arq's ``Worker.tasks``, so arq's graceful shutdown waits for and cancels them as usual.
@@ -19,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from arq.constants import (
+    abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
     keep_cronjob_progress,
@@ -40,14 +46,23 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from worker.leases import LEASE_SET_KEY
+from worker.logs import job_event
+from worker.metrics import JobSeries, WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
 
 # Claims up to ARGV[2] due jobs: every due id without an in-progress key gets one (the lease), its
 # try counter incremented, and its payload read. With nothing to claim it returns the next due time.
+# When arq's abort set is not empty it also returns its ids (entries older than ARGV[4] ms are
+# dropped), and a claimed job found there is flagged and taken out of it.
 CLAIM_SCRIPT = """
 local queue, now, limit, lease = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local aborts = false
+if redis.call('ZCARD', 'arq:abort') > 0 then
+  redis.call('ZREMRANGEBYSCORE', 'arq:abort', '-inf', tonumber(now) - tonumber(ARGV[4]))
+  aborts = redis.call('ZRANGE', 'arq:abort', 0, 999)
+end
 local claimed, offset, page = {}, 0, 200
 while #claimed < limit and offset < 2000 do
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
@@ -60,22 +75,31 @@ while #claimed < limit and offset < 2000 do
       local retry = 'arq:retry:' .. id
       local try = redis.call('INCR', retry)
       redis.call('EXPIRE', retry, 88400)
-      claimed[#claimed + 1] = {id, ids[i + 1], try, redis.call('GET', 'arq:job:' .. id)}
+      local aborted = 0
+      if aborts and redis.call('ZREM', 'arq:abort', id) == 1 then aborted = 1 end
+      claimed[#claimed + 1] = {id, ids[i + 1], try, aborted, redis.call('GET', 'arq:job:' .. id)}
       if #claimed >= limit then break end
     end
   end
   offset = offset + page
 end
 local next_due = false
-if #claimed == 0 then
+if #claimed == 0 and limit > 0 then
   local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if #later > 0 then next_due = later[2] end
 end
-return {claimed, next_due}
+return {claimed, next_due, aborts}
 """
 
 
 REPORT_INTERVAL = 10.0
+# A full consumer still looks at the abort set (and beats its heart) this often, in seconds.
+FULL_CHECK = 0.5
+# An idle consumer blocks on its wake-up list at most this long, so that its heartbeat stays fresh.
+MAX_IDLE_BLOCK = 1.0
+# arq's abort set is shared by every queue on the Redis; entries no worker took are dropped after.
+ABORT_MAX_AGE_MS = 3_600_000
+ABORTED = "job aborted"
 
 
 def wake_key(queue: str) -> str:
@@ -93,10 +117,30 @@ class Outcome:
     keep_ms: int | None = None  # None: keep forever; 0: do not keep
     new_score: int | None = None
     cron: bool = False
+    aborted: bool = False
+    failure: bytes | None = None  # a line for the recent-failures list (worker/health.py)
+
+
+@dataclass(slots=True)
+class ActiveJob:
+    """A job this consumer is running: what ``status`` and the dashboard list, what abort cancels."""
+
+    task: asyncio.Task[None] | None = None
+    name: str = ""
+    job_try: int = 0
+    started: float = 0.0  # wall clock; 0 until the job's function is called
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def failures_key(queue: str) -> str:
+    """The list of the queue's most recent failed, retried and aborted tries (newest first)."""
+    return f"{queue}:failures"
+
+
+RECENT_FAILURES = 100
 
 
 def running_worker(ctx: dict[str, Any]) -> Worker | None:
@@ -116,8 +160,15 @@ def running_worker(ctx: dict[str, Any]) -> Worker | None:
 class Consumer:
     """Claims, runs and records jobs for one arq Worker (see the module docstring)."""
 
-    def __init__(self, worker: Worker, lease: float, idle_wait: float) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        lease: float,
+        idle_wait: float,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.worker = worker
+        self.metrics = metrics or WorkerMetrics()
         self.redis = worker.pool
         self.queue = worker.queue_name
         self.lease_ms = str(int(lease * 1000))
@@ -132,6 +183,10 @@ class Consumer:
         self.tasks: list[asyncio.Task[None]] = []
         self.serial = 0
         self.done_since_report = 0
+        self.active: dict[str, ActiveJob] = {}
+        self.aborting: set[str] = set()
+        self.jobs_aborted = 0
+        self.heartbeat = time.time()  # the claim loop's last round (wall clock)
 
     def start(self) -> None:
         """Take over job pickup from arq's poller and start claiming and recording."""
@@ -140,6 +195,7 @@ class Consumer:
             asyncio.create_task(self._supervise(self._claim_loop, "claim")),
             asyncio.create_task(self._supervise(self._write_loop, "record")),
             asyncio.create_task(self._report_loop()),
+            asyncio.create_task(self._tick_loop()),
         ]
         self._chain_signals()
 
@@ -190,6 +246,7 @@ class Consumer:
                 await loop_fn()
                 return
             except (RedisError, OSError) as exc:
+                self.metrics.redis_error(name)
                 logger.warning("job %s loop: %s; resuming in 1s", name, exc)
                 await asyncio.sleep(1)
 
@@ -198,19 +255,30 @@ class Consumer:
             free = self.worker.max_jobs - self.running
             if free <= 0:
                 self.slot_free.clear()
-                await self.slot_free.wait()
-                continue
+                await self.slot_free.wait()  # a job ended, or the tick (every FULL_CHECK)
+                if self.worker.max_jobs - self.running > 0 or not self.accepting:
+                    continue
+                free = 0  # still full: this round only looks at the abort set
             now = now_ms()
-            claimed, next_due = await self.claim_script(
-                keys=[self.queue], args=[now, free, self.lease_ms]
+            claimed, next_due, aborts = await self.claim_script(
+                keys=[self.queue], args=[now, free, self.lease_ms, ABORT_MAX_AGE_MS]
             )
+            self.heartbeat = time.time()
+            if aborts:
+                self._abort(aborts)
             for entry in claimed:
                 self._start(entry)
-            if not claimed:
-                wait = self.idle_wait
+            if not claimed and free > 0:
+                wait = min(self.idle_wait, MAX_IDLE_BLOCK)
                 if next_due:
                     wait = min(wait, max((float(next_due) - now) / 1000, 0.001))
                 await self._idle(wait)
+
+    async def _tick_loop(self) -> None:
+        """Wake a full claim loop now and then, to look at the abort set and beat its heart."""
+        while True:
+            await asyncio.sleep(FULL_CHECK)
+            self.slot_free.set()
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a producer's wake-up, a due deferred job, or a free slot after a claim."""
@@ -219,13 +287,28 @@ class Consumer:
         else:
             await asyncio.sleep(seconds)
 
+    def _abort(self, ids: list[bytes]) -> None:
+        """Cancel the running jobs whose ids are in arq's abort set (``_execute`` records them)."""
+        for raw in ids:
+            job_id = raw.decode()
+            active = self.active.get(job_id)
+            if active is None or not active.started or job_id in self.aborting:
+                continue
+            assert active.task is not None
+            self.aborting.add(job_id)
+            active.task.cancel()
+            logger.info("job %s:%s: abort requested, cancelling it", job_id, active.name)
+
     def _start(self, entry: list[Any]) -> None:
         job_id = entry[0].decode()
-        score, job_try = int(float(entry[1])), int(entry[2])
-        payload = entry[3] if len(entry) > 3 else None
+        score, job_try, aborted = int(float(entry[1])), int(entry[2]), entry[3] == 1
+        payload = entry[4] if len(entry) > 4 else None
         self.running += 1
         self.serial += 1
-        task = asyncio.create_task(self._run(job_id, score, job_try, payload))
+        active = ActiveJob()
+        task = asyncio.create_task(self._run(job_id, score, job_try, payload, active, aborted))
+        active.task = task
+        self.active[job_id] = active
         # arq's shutdown waits for and cancels the tasks in Worker.tasks; the key only has to be
         # unique (one process may run two tries of a job when its loop was stalled).
         self.worker.tasks[f"{job_id}#{self.serial}"] = task
@@ -234,25 +317,43 @@ class Consumer:
         self.pending.append(outcome)
         self.to_write.set()
 
-    async def _run(self, job_id: str, score: int, job_try: int, payload: bytes | None) -> None:
+    async def _run(
+        self,
+        job_id: str,
+        score: int,
+        job_try: int,
+        payload: bytes | None,
+        active: ActiveJob,
+        aborted: bool,
+    ) -> None:
         try:
-            self._record(await self._execute(job_id, score, job_try, payload))
+            self._record(await self._execute(job_id, score, job_try, payload, active, aborted))
         except asyncio.CancelledError:
             self.worker.jobs_retried += 1
+            self.metrics.job(active.name or "<unknown>").retried.inc()
             self._record(Outcome(job_id, "requeue"))
         except Exception:  # a bug here must not lose the job: arq's lease expiry re-runs it
             logger.exception("job %s: the consumer failed to run it", job_id)
         finally:
             self.running -= 1
             self.slot_free.set()
+            if self.active.get(job_id) is active:
+                del self.active[job_id]
 
-    async def _execute(
-        self, job_id: str, score: int, job_try: int, payload: bytes | None
+    async def _execute(  # noqa: C901  (one job's whole life, kept in one place for speed)
+        self,
+        job_id: str,
+        score: int,
+        job_try: int,
+        payload: bytes | None,
+        active: ActiveJob,
+        aborted: bool,
     ) -> Outcome:
         w = self.worker
         if payload is None:
             logger.warning("job %s expired", job_id)
             w.jobs_failed += 1
+            self.metrics.job("<expired>").failed.inc()
             return Outcome(job_id, "expired")
         deserialize = w.job_deserializer
         assert deserialize is not None, "the worker's settings give a deserializer"
@@ -262,9 +363,15 @@ class Consumer:
         job_try = max(job_try, int(job.get("t") or 0))
         function = w.functions.get(name)
         start_ms = now_ms()
+        started = time.perf_counter()
+        queue_wait = max(start_ms - score, 0) / 1000
         cron = isinstance(function, CronJob)
+        series = self.metrics.job(name)
+        series.started.inc()
+        self.metrics.queue_wait.observe(queue_wait)
+        active.name, active.job_try, active.started = name, job_try, start_ms / 1000
 
-        def finished(success: bool, result: Any) -> Outcome:
+        def finished(success: bool, result: Any, outcome: str = "failed") -> Outcome:
             keep_s = w.keep_result_s if function is None else function.keep_result_s
             if keep_s is None:
                 keep_s = w.keep_result_s
@@ -287,10 +394,16 @@ class Consumer:
                     serializer=w.job_serializer,
                 )
             keep_ms = None if forever else to_ms(keep_s)
-            return Outcome(job_id, "finish", data, keep_ms, cron=cron)
+            failure = None if success else self._failure(job_id, name, job_try, outcome, result)
+            return Outcome(
+                job_id, "finish", data, keep_ms, cron=cron, aborted=aborted, failure=failure
+            )
 
+        if aborted:  # in arq's abort set when it was claimed: never started
+            return self._aborted(job_id, name, job_try, 0.0, queue_wait, finished, series)
         if function is None:
             w.jobs_failed += 1
+            series.failed.inc()
             return finished(False, JobExecutionFailed(f"function {name!r} not found"))
         ctx = {
             **w.ctx,
@@ -304,18 +417,90 @@ class Consumer:
             # Every function of this worker enforces its own deadline (worker/execution.py).
             result = await function.coroutine(ctx, *args, **kwargs)
         except Retry as exc:
+            took = time.perf_counter() - started
             w.jobs_retried += 1
-            return Outcome(job_id, "retry", new_score=now_ms() + (exc.defer_score or 0))
+            series.retried.inc()
+            series.duration.observe(took)
+            retry = Outcome(job_id, "retry", new_score=now_ms() + (exc.defer_score or 0))
+            if exc.__cause__ is not None:  # an error's retry (not a wait for a deploy)
+                retry.failure = self._failure(job_id, name, job_try, "retried", exc.__cause__)
+            return retry
+        except asyncio.CancelledError:
+            if job_id not in self.aborting:
+                raise  # shutdown: re-queued by _run
+            took = time.perf_counter() - started
+            aborted = True
+            return self._aborted(job_id, name, job_try, took, queue_wait, finished, series)
         except Exception as exc:  # noqa: BLE001  (any error of the job is its outcome)
+            took = time.perf_counter() - started
             w.jobs_failed += 1
-            logger.warning("job %s:%s failed, %s: %s", job_id, name, type(exc).__name__, exc)
+            series.failed.inc()
+            series.duration.observe(took)
+            logger.warning(
+                "job %s:%s failed, %s: %s",
+                job_id,
+                name,
+                type(exc).__name__,
+                exc,
+                extra=job_event(job_id, name, job_try, took, "failed", queue_wait, exc),
+            )
             return finished(False, exc)
+        took = time.perf_counter() - started
         w.jobs_complete += 1
+        series.succeeded.inc()
+        series.duration.observe(took)
         self.done_since_report += 1
         if logger.isEnabledFor(logging.DEBUG):
-            took = (now_ms() - start_ms) / 1000
-            logger.debug("job %s:%s done in %.3fs (try %d)", job_id, name, took, job_try)
+            logger.debug(
+                "job %s:%s done in %.3fs (try %d)",
+                job_id,
+                name,
+                took,
+                job_try,
+                extra=job_event(job_id, name, job_try, took, "succeeded", queue_wait),
+            )
         return finished(True, result)
+
+    def _aborted(
+        self,
+        job_id: str,
+        name: str,
+        job_try: int,
+        took: float,
+        queue_wait: float,
+        finished: Callable[..., Outcome],
+        series: JobSeries,
+    ) -> Outcome:
+        """A job aborted by an operator: a failed result (CancelledError), never re-queued."""
+        self.aborting.discard(job_id)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        self.worker.jobs_failed += 1
+        self.jobs_aborted += 1
+        series.aborted.inc()
+        logger.info(
+            "job %s:%s aborted%s",
+            job_id,
+            name,
+            f" after {took:.3f}s" if took else " before it started",
+            extra=job_event(job_id, name, job_try, took, "aborted", queue_wait),
+        )
+        return finished(False, asyncio.CancelledError(ABORTED), "aborted")
+
+    def _failure(self, job_id: str, name: str, job_try: int, outcome: str, error: Any) -> bytes:
+        """One entry of the recent-failures list (no job arguments)."""
+        return json.dumps(
+            {
+                "job_id": job_id,
+                "function": name,
+                "try": job_try,
+                "outcome": outcome,
+                "error": type(error).__name__,
+                "message": str(error)[:300],
+                "at": round(time.time(), 3),
+            }
+        ).encode()
 
     async def _report_loop(self) -> None:
         """One INFO line every REPORT_INTERVAL seconds with the work done, not one per job."""
@@ -354,6 +539,9 @@ class Consumer:
     def _apply(self, pipe: Pipeline, outcome: Outcome) -> None:
         job_id = outcome.job_id
         in_progress = in_progress_key_prefix + job_id
+        if outcome.failure is not None:
+            pipe.lpush(failures_key(self.queue), outcome.failure)
+            pipe.ltrim(failures_key(self.queue), 0, RECENT_FAILURES - 1)
         if outcome.kind == "retry":
             pipe.delete(in_progress)
             pipe.zadd(self.queue, {job_id: outcome.new_score or now_ms()}, xx=True)
@@ -361,6 +549,8 @@ class Consumer:
         if outcome.kind == "requeue":
             pipe.delete(in_progress)
             return
+        if outcome.aborted:
+            pipe.zrem(abort_jobs_ss, job_id)
         if outcome.result_data is not None:
             pipe.set(result_key_prefix + job_id, outcome.result_data, px=outcome.keep_ms)
         if outcome.cron:  # as arq: the tick stays marked a while, so it is not run twice

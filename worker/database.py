@@ -46,8 +46,27 @@ async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         )
 
 
+def session_settings(config: Config) -> dict[str, str]:
+    """The server-side timeouts of every worker connection, in milliseconds."""
+    return {
+        "statement_timeout": str(int(config.pg_statement_timeout * 1000)),
+        "lock_timeout": str(int(config.pg_lock_timeout * 1000)),
+        "idle_in_transaction_session_timeout": str(
+            int(config.pg_idle_in_transaction_timeout * 1000)
+        ),
+    }
+
+
 async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
-    """Open the worker's pool; raises DatabaseUnavailable with a masked URL when it cannot."""
+    """Open the worker's pool; raises DatabaseUnavailable with a masked URL when it cannot.
+
+    Behind a transaction pooler (PG_TRANSACTION_POOLING) the timeouts are not startup parameters,
+    which PgBouncer refuses ("unsupported startup parameter") and which would hold for one server
+    connection only: each job transaction sets them instead (``Resources.transaction_timeouts``).
+    """
+    server_settings = {"application_name": APPLICATION_NAME}
+    if not config.pg_transaction_pooling:
+        server_settings.update(session_settings(config))
     try:
         return await asyncpg.create_pool(
             config.database_url,
@@ -55,26 +74,27 @@ async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
             max_size=config.pool_max_size,
             timeout=config.pg_connect_timeout,
             command_timeout=config.pg_statement_timeout + 5,
-            server_settings={
-                "application_name": APPLICATION_NAME,
-                "statement_timeout": str(int(config.pg_statement_timeout * 1000)),
-                "lock_timeout": str(int(config.pg_lock_timeout * 1000)),
-                "idle_in_transaction_session_timeout": str(
-                    int(config.pg_idle_in_transaction_timeout * 1000)
-                ),
-            },
+            # 0: unnamed statements only, re-parsed on every run (PgBouncer < 1.21 in transaction
+            # mode would hand a named one to a server connection that never prepared it).
+            statement_cache_size=config.pg_statement_cache_size,
+            server_settings=server_settings,
             init=init_connection,
         )
     except CONNECT_ERRORS as exc:
         raise _unavailable(config.database_url, exc) from None
 
 
-async def check_ready(pool: asyncpg.Pool[asyncpg.Record], config: Config) -> None:
-    """Fail clearly unless the users table exists and the server has room for the pool."""
+async def check_ready(
+    pool: asyncpg.Pool[asyncpg.Record], config: Config, *, room: bool = True
+) -> None:
+    """Fail clearly unless the worker's tables exist and (with ``room``) the server has room for
+    the pool. The worker itself checks the whole fleet's budget instead (worker/budget.py)."""
     async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
         for table in REQUIRED_TABLES:
             if await conn.fetchval("SELECT to_regclass($1)", table) is None:
                 raise SchemaMissing(table=table, url=mask_url(config.database_url))
+        if not room:
+            return
         row = await conn.fetchrow(
             "SELECT current_setting('max_connections')::int AS max_connections,"
             " current_setting('superuser_reserved_connections')::int AS reserved,"
@@ -94,6 +114,12 @@ def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailable | Database
         return DatabaseMissing(name=database_name(url), url=mask_url(url))
     reason = f"{type(exc).__name__}: {str(exc).rstrip('.')}." if str(exc) else type(exc).__name__
     advice = connection_advice(exc, "DATABASE_URL", START_POSTGRES)
+    if "unsupported startup parameter" in str(exc):
+        advice = (
+            "DATABASE_URL points at a connection pooler (PgBouncer) that refuses the worker's "
+            "session settings: set PG_TRANSACTION_POOLING=true (and PG_STATEMENT_CACHE_SIZE=0 "
+            "before PgBouncer 1.21); see docs/scaling.md."
+        )
     return DatabaseUnavailable(url=mask_url(url), reason=reason, advice=advice)
 
 
@@ -110,9 +136,11 @@ def database_name(url: str) -> str:
 
 
 async def connect(url: str, timeout: float) -> asyncpg.Connection[asyncpg.Record]:
-    """One direct connection for administration; raises DatabaseUnavailable with a masked URL."""
+    """One connection for administration and the operator commands; raises DatabaseUnavailable
+    with a masked URL. Unnamed statements only, so that it works through PgBouncer in transaction
+    mode too (a named one could meet another client's of the same name on the server connection)."""
     try:
-        return await asyncpg.connect(url, timeout=timeout)
+        return await asyncpg.connect(url, timeout=timeout, statement_cache_size=0)
     except CONNECT_ERRORS as exc:
         raise _unavailable(url, exc) from None
 

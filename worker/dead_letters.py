@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,9 @@ class DeadLetterStore:
         self.pool = pool
         self.redis = redis
         self.pending_key = f"{queue}:dead-letters:pending"
+        # The worker's metrics: a dead letter added; an error of the flush (Redis or PostgreSQL).
+        self.on_add: Callable[[DeadLetter], None] | None = None
+        self.on_error: Callable[[BaseException], None] | None = None
 
     async def add(self, letter: DeadLetter) -> None:
         """Store ``letter``; never raises for an outage of one of the two stores."""
@@ -100,6 +104,8 @@ class DeadLetterStore:
             letter.attempts,
             letter.error_type,
         )
+        if self.on_add is not None:
+            self.on_add(letter)
         try:
             await self.pool.execute(INSERT, *letter.row())
         except Exception as exc:
@@ -126,6 +132,8 @@ class DeadLetterStore:
             try:
                 await self.flush_pending()
             except (RedisError, OSError, asyncpg.PostgresError) as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
                 logger.warning("dead letters still waiting in Redis: %s", exc)
 
 

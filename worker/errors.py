@@ -58,6 +58,13 @@ class PoolTooLarge(WorkerError):
     Lower PG_POOL_MAX_SIZE or use PgBouncer."""
 
 
+class OverBudget(PoolTooLarge):
+    """PG_POOL_MAX_SIZE={pool_max} is over the connection budget of PostgreSQL at {url}: the workers
+    of queue {queue!r} may hold {allowance} connections ({limits}); {fleet} other live worker(s) may
+    open {fleet_max} of them, which leaves {left} for this one. Lower PG_POOL_MAX_SIZE, run fewer
+    workers, set PG_POOL_OVER_BUDGET=shrink, or put PgBouncer in front (docs/scaling.md)."""
+
+
 class UnknownJob(WorkerError):
     """Unknown job {name!r}. Known jobs: {known}."""
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from arq.constants import retry_key_prefix
@@ -25,7 +25,12 @@ from worker.consumer import Consumer
 from worker.dead_letters import EXHAUSTED, PERMANENT, POISON, UNKNOWN, DeadLetter, DeadLetterStore
 from worker.errors import PoisonPayload, TriesExhausted, UnknownJobName
 from worker.leases import LEASE_SET_KEY, LeaseKeeper
+from worker.logs import job_event
+from worker.metrics import WorkerMetrics
 from worker.retry_policy import RetryPolicy, is_transient
+
+if TYPE_CHECKING:
+    from worker.operations import Operations
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ class Runtime:
     known: Sequence[str]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumer: Consumer | None = None
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    ops: Operations | None = None  # health record and /metrics endpoint (worker/operations.py)
 
     def policy(self, spec: JobSpec[Any, Any] | None = None) -> RetryPolicy:
         max_tries = spec.max_tries if spec and spec.max_tries else self.config.max_tries
@@ -112,10 +119,16 @@ async def execute(
         await asyncio.shield(uncharge(ctx))
         raise
     except Exception as exc:
+        rt.metrics.postgres_error(exc)
         if is_transient(exc) and job_try < policy.max_tries:
             delay = policy.delay(job_try)
             logger.info(
-                "job %s try %d: %s; retrying in %.2fs", job_id, job_try, type(exc).__name__, delay
+                "job %s try %d: %s; retrying in %.2fs",
+                job_id,
+                job_try,
+                type(exc).__name__,
+                delay,
+                extra=job_event(job_id, spec.name, job_try, None, "retrying", error=exc),
             )
             raise Retry(defer=delay) from exc
         reason = EXHAUSTED if is_transient(exc) else PERMANENT

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ class LeaseKeeper:
         self.interval = lease / 3
         # A count per job: a stalled worker may run two tries of one job at once.
         self.held: Counter[str] = Counter()
+        self.on_error: Callable[[], None] | None = None  # the worker's Redis error counter
 
     async def hold(self, job_id: str, lease_set: bool = False) -> None:
         """Start holding a job's lease: shorten arq's in-progress TTL to the lease, unless the
@@ -55,4 +57,6 @@ class LeaseKeeper:
             try:
                 await self.renew()
             except (RedisError, OSError) as exc:
+                if self.on_error is not None:
+                    self.on_error()
                 logger.warning("could not renew %d job leases: %s", len(self.held), exc)

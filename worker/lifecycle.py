@@ -8,13 +8,16 @@ from typing import Any
 
 from jobs.context import RESOURCES_KEY, Resources
 from jobs.registry import JOBS_BY_NAME
+from worker.budget import BUDGET_KEY, open_pool, transaction_timeouts
 from worker.config import Config, load_config
 from worker.consumer import Consumer, running_worker
-from worker.database import check_ready, create_pool
 from worker.dead_letters import DeadLetterStore
 from worker.execution import RUNTIME_KEY, Runtime
 from worker.leases import LeaseKeeper
 from worker.logs import configure_logging
+from worker.metrics import WorkerMetrics
+from worker.operations import start_operations
+from worker.redis_settings import apply_retry, redis_settings
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +36,35 @@ def config_of(ctx: dict[str, Any]) -> Config:
 async def startup(ctx: dict[str, Any]) -> None:
     """arq ``on_startup``: open the pool, check the schema and the connection budget, put it in ctx."""
     config = config_of(ctx)
-    configure_logging(config.log_level)
-    pool = await create_pool(config)
-    try:
-        await check_ready(pool, config)
-    except BaseException:
-        await pool.close()
-        raise
-    ctx[RESOURCES_KEY] = Resources(pool=pool, acquire_timeout=config.pg_acquire_timeout)
+    configure_logging(config.log_level, config.log_format)
     redis = ctx["redis"]  # arq's own connection pool: no second one
+    await apply_retry(redis, redis_settings(config))  # with Sentinel: follow a failover
+    # The pool may come back smaller (PG_POOL_OVER_BUDGET=shrink): its config says so.
+    pool, config, budget = await open_pool(config, redis)
+    ctx[CONFIG_KEY], ctx[BUDGET_KEY] = config, budget
+    metrics = WorkerMetrics()  # this process's registry (served on METRICS_PORT)
+    ctx[RESOURCES_KEY] = Resources(
+        on_acquire=metrics.observe_acquire,
+        pool=pool,
+        acquire_timeout=config.pg_acquire_timeout,
+        transaction_timeouts=transaction_timeouts(config),
+    )
     rt = Runtime(
         config=config,
         redis=redis,
         leases=LeaseKeeper(redis, config.job_lease),
         dead_letters=DeadLetterStore(pool, redis, config.queue_name),
         known=ctx.get("known_jobs", sorted(JOBS_BY_NAME)),
+        metrics=metrics,
     )
     rt.tasks = [asyncio.create_task(rt.leases.run()), asyncio.create_task(rt.dead_letters.run())]
+    rt.tasks.append(asyncio.create_task(budget.run()))
     ctx[RUNTIME_KEY] = rt
     worker = running_worker(ctx)
     if worker is not None:  # always, under arq; absent only when a test calls startup() itself
-        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay)
+        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay, metrics)
         rt.consumer.start()
+        rt.ops = await start_operations(rt, pool)
     report_pool_sizing(config)
     logger.info(
         "postgres pool ready: min %d, max %d connections for max_jobs=%d",
@@ -71,9 +81,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if rt is not None:
         if rt.consumer is not None:
             await rt.consumer.close(rt.config.shutdown_grace)
+        if rt.ops is not None:
+            await rt.ops.stop()
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+    budget = ctx.pop(BUDGET_KEY, None)
+    if budget is not None:
+        await budget.close()
     res: Resources | None = ctx.pop(RESOURCES_KEY, None)
     if res is None:
         return

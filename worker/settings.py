@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import partial
 
+import arq.cli
 import uvloop
 from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
@@ -14,12 +16,16 @@ from worker import codec
 from worker.config import load_config
 from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names, secret_fields
 from worker.lifecycle import shutdown, startup
+from worker.logs import arq_log_config
 from worker.redis_settings import redis_settings
 
 # arq's Worker takes the loop from the current policy, so this makes the `arq` CLI run on uvloop.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 _config = load_config()
+# The `arq` command configures its logger after importing this module: in LOG_FORMAT from its first
+# line on (one JSON object per line unless stderr is a terminal).
+arq.cli.default_log_config = partial(arq_log_config, _config.log_format)  # type: ignore[attr-defined]
 _functions = arq_functions()
 _crons = cron_jobs(_config)
 

@@ -31,6 +31,7 @@ def env_for(config: Config, **extra: str) -> dict[str, str]:
         POLL_DELAY="0.01",
         WORKER_MAX_JOBS="8",
         LOG_LEVEL="INFO",
+        METRICS_PORT="0",
     )
     env.update(extra)
     return env

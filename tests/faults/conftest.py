@@ -41,6 +41,7 @@ FAULT_ENV = {
     "HEALTH_CHECK_INTERVAL": "1",
     "PG_CONNECT_TIMEOUT": "2",
     "LOG_LEVEL": "INFO",
+    "METRICS_PORT": "0",
 }
 
 

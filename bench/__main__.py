@@ -1,0 +1,192 @@
+"""``python -m bench`` (``make bench``): this worker measured side by side with the raw asyncpg
+limit, connection-per-query, bare arq and SAQ; writes docs/performance.md, docs/performance.png and
+bench/results/latest.json (or all three into ``--output DIR``).
+
+Uses its own database (BENCH_DATABASE_URL, default .../bench_worker, created and seeded if needed)
+and its own Redis logical db (BENCH_REDIS_URL, default db 12), deleting only the keys it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import report
+from bench.common import ROOT, cpu_count, delete_tagged, out, run_tag, say
+from bench.database import prepare
+from bench.options import Options, default_urls
+from bench.runner import execute, plan
+from bench.systems import Target
+from worker.urls import mask_url
+
+PACKAGES = ("arq", "asyncpg", "redis", "hiredis", "uvloop", "saq", "pydantic")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    database_url, redis_url = default_urls()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians are over these)")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (under ~90 s)")
+    parser.add_argument("--users", type=int, help="users in the bench table (default 100,000)")
+    parser.add_argument("--jobs", type=int, help="jobs per drain (default 4,000; quick 300)")
+    parser.add_argument(
+        "--concurrency",
+        help="comma-separated concurrencies (default 10,50,100; quick 10,50)",
+    )
+    parser.add_argument("--database-url", default=database_url, help="the bench database")
+    parser.add_argument("--redis-url", default=redis_url, help="the bench's Redis logical db")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write performance.md, performance.png and latest.json here instead of docs/ and "
+        "bench/results/",
+    )
+    return parser.parse_args(argv)
+
+
+def options(args: argparse.Namespace, workdir: Path) -> Options:
+    quick = bool(args.quick)
+    default_cs = "10,50" if quick else "10,50,100"
+    concurrencies = tuple(int(c) for c in (args.concurrency or default_cs).split(","))
+    return Options(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        rounds=max(args.rounds, 1),
+        quick=quick,
+        users=args.users if args.users is not None else 100_000,
+        jobs=args.jobs or (300 if quick else 4_000),
+        concurrencies=concurrencies,
+        connect_concurrencies=(10,) if quick else (10, 50),
+        limit_seconds=1.0 if quick else 4.0,
+        connect_seconds=1.0 if quick else 3.0,
+        latency_rate=200.0,
+        latency_seconds=1.5 if quick else 5.0,
+        idle_seconds=1.5 if quick else 5.0,
+        enqueue_jobs=300 if quick else 4_000,
+        workdir=workdir,
+        output=args.output,
+    )
+
+
+def git_description() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=10
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "worker", "jobs")
+    return commit + (" + uncommitted changes in worker/ or jobs/" if dirty else "")
+
+
+def source_digest() -> str:
+    """A digest of the worker's code (worker/, jobs/), to notice it changing during a run."""
+    digest = hashlib.sha256()
+    for path in sorted([*ROOT.glob("worker/**/*.py"), *ROOT.glob("jobs/**/*.py")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+async def run(opts: Options) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    t0 = asyncio.get_running_loop().time()
+    git, digest = git_description(), source_digest()
+    say(f"bench database {mask_url(opts.database_url)}, Redis {mask_url(opts.redis_url)}")
+    db = await prepare(opts.database_url, opts.users, show=True)
+    redis = Redis.from_url(opts.redis_url)
+    try:
+        info = await redis.info("server")
+        target = Target(opts, db, redis)
+        steps = plan(target)
+        say(f"{len(steps)} measurements x {opts.rounds} round(s), {opts.jobs:,} jobs per drain")
+        results = await execute(target, steps, opts.rounds)
+    finally:
+        await delete_tagged(redis, run_tag())
+        await redis.aclose()
+    entries = report.aggregate(steps, results)
+    versions = package_versions()
+    versions["redis server"] = str(info.get("redis_version"))
+    versions["postgresql"] = db.server_version
+    return {
+        "meta": {
+            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": asyncio.get_running_loop().time() - t0,
+            "rounds": opts.rounds,
+            "quick": opts.quick,
+            "git": git,
+            "worker_source_digest": digest,
+            "worker_changed_during_run": source_digest() != digest,
+            "cpus": cpu_count(),
+            "load_average": os.getloadavg(),
+            "users": db.users,
+            "max_connections": db.max_connections,
+            "redis_url": mask_url(opts.redis_url),
+            "database": db.name,
+            "versions": versions,
+        },
+        "options": {
+            "jobs": opts.jobs,
+            "concurrencies": list(opts.concurrencies),
+            "connect_concurrencies": list(opts.connect_concurrencies),
+            "limit_seconds": opts.limit_seconds,
+            "connect_seconds": opts.connect_seconds,
+            "latency_rate": opts.latency_rate,
+            "latency_seconds": opts.latency_seconds,
+            "idle_seconds": opts.idle_seconds,
+            "enqueue_jobs": opts.enqueue_jobs,
+        },
+        "measurements": entries,
+        "ratios": report.ratios(entries, opts.concurrencies),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        opts = options(args, Path(scratch))
+        data = asyncio.run(run(opts))
+    if opts.output is not None:
+        md_path, png_path = opts.output / "performance.md", opts.output / "performance.png"
+        json_path = opts.output / "latest.json"
+    else:
+        md_path, png_path = ROOT / "docs/performance.md", ROOT / "docs/performance.png"
+        json_path = ROOT / "bench/results/latest.json"
+    report.write_json(data, json_path)
+    report.plot(data, png_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(report.markdown(data, png_path.name))
+    out(report.console_summary(data))
+    out(f"\nwrote {md_path}, {png_path} and {json_path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Acceptance fixtures: the fault suite's worker subprocesses (``spawn``), proxies and counters,
+shared with the operations tests, plus helpers to reach a worker's HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as redis_py
+
+from tests.faults.conftest import FAULT_ENV, counters, fault_tables, pg_proxy, redis_proxy, spawn
+from worker.config import Config
+
+__all__ = ["counters", "fault_tables", "pg_proxy", "redis_proxy", "spawn"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_env(config: Config, **extra: str) -> dict[str, str]:
+    """The environment of the fault suite's workers (``spawn``), for commands run beside them."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Config.model_fields}
+    env.update(
+        DATABASE_URL=config.database_url,
+        REDIS_URL=config.redis_url,
+        QUEUE_NAME=config.queue_name,
+        **FAULT_ENV,
+    )
+    env.update(extra)
+    return env
+
+
+async def run_command(config: Config, *argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (off the event loop) in the workers' environment; output captured as text."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        list(argv),
+        cwd=ROOT,
+        env=worker_env(config, **extra),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+
+
+async def worker_cli(config: Config, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m worker ARGS`` in the workers' environment."""
+    return await run_command(config, sys.executable, "-m", "worker", *args, **extra)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the worker binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str, timeout: float) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+async def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """GET ``url`` (off the event loop): ``(status, body)``."""
+    return await asyncio.to_thread(_get, url, timeout)
+
+
+async def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    status, body = await http_get(url, timeout)
+    return status, json.loads(body)
+
+
+@pytest.fixture
+async def raw(config: Config) -> AsyncIterator[redis_py.Redis]:
+    """A plain Redis client on the test's database."""
+    client = redis_py.Redis.from_url(config.redis_url)
+    yield client
+    await client.aclose()

@@ -1,0 +1,172 @@
+"""The read-only web dashboard: ``python -m worker dashboard --port 8080`` (a Starlette app on
+uvicorn).
+
+One page (``/``, ``worker/dashboard.html``) that refreshes itself every two seconds from ``/api/overview``: the queue, the
+jobs in progress, recent failures and dead letters, the workers with their health, pool usage and
+throughput over the last minutes (from the workers' health records, ``worker/health.py``). Nothing
+on it changes anything: there is no form and no endpoint but GET. Text is inserted with
+``textContent`` only, so job ids and error messages cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from arq.connections import ArqRedis, create_pool
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from worker.config import Config
+from worker.dead_letters import list_letters
+from worker.health import read_workers, recent_failures, throughput
+from worker.queue_stats import queue_stats
+from worker.redis_settings import redis_settings
+
+PG_TIMEOUT = 3.0
+HISTORY_BUCKET = 10.0
+
+
+class Sources:
+    """The dashboard's connections: Redis always, PostgreSQL (dead letters) when it answers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.redis: ArqRedis | None = None
+        self.pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def open(self) -> None:
+        self.redis = await create_pool(redis_settings(self.config))
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def postgres(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(
+                self.config.database_url,
+                min_size=0,
+                max_size=2,
+                timeout=self.config.pg_connect_timeout,
+                statement_cache_size=self.config.pg_statement_cache_size,  # PgBouncer-safe
+            )
+        return self.pool
+
+    async def dead_letters(self) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(PG_TIMEOUT):
+                pool = await self.postgres()
+                async with pool.acquire() as conn:
+                    row = await conn.fetchrow(
+                        "SELECT count(*) AS total,"
+                        " count(*) FILTER (WHERE replayed_at IS NULL) AS open FROM dead_letters"
+                    )
+                    recent = await list_letters(conn, 10)
+        except Exception as exc:  # noqa: BLE001  (shown on the page; the rest still renders)
+            return {"error": f"PostgreSQL: {type(exc).__name__}: {exc}"[:200]}
+        assert row is not None
+        return {
+            "total": int(row["total"]),
+            "not_replayed": int(row["open"]),
+            "recent": [
+                {k: letter[k] for k in ("id", "job_id", "function", "reason", "error_type")}
+                | {"attempts": letter["attempts"], "failed_at": letter["failed_at"].timestamp()}
+                for letter in recent
+            ],
+        }
+
+    async def overview(self) -> dict[str, Any]:
+        assert self.redis is not None
+        queue = self.config.queue_name
+        stats = await queue_stats(self.redis, queue)
+        records = await read_workers(self.redis, queue)
+        live = [w for w in records if w["live"]]
+        in_progress = [{**job, "worker": w["id"]} for w in live for job in (w.get("jobs") or [])]
+        bucket = max([HISTORY_BUCKET, *(float(w.get("interval", 0)) for w in records)])
+        pool = {
+            key: sum(int((w.get("pool") or {}).get(key, 0)) for w in live)
+            for key in ("in_use", "size", "max")
+        }
+        totals = {
+            key: sum(int(w.get(key, 0)) for w in records)
+            for key in ("complete", "failed", "retried", "aborted")
+        }
+        return {
+            "queue": queue,
+            "generated_at": time.time(),
+            "jobs": {
+                "waiting": stats.waiting,
+                "in_progress": sum(int(w.get("running", 0)) for w in live),
+                "scheduled": stats.scheduled,
+                "oldest_waiting_age_s": round(stats.oldest_waiting_age, 3),
+            },
+            "workers": [
+                {k: v for k, v in w.items() if k not in ("history", "jobs")} for w in records
+            ],
+            "in_progress": sorted(in_progress, key=lambda j: j.get("started", 0)),
+            "failures": await recent_failures(self.redis, queue, 10),
+            "dead_letters": await self.dead_letters(),
+            "pool": pool,
+            "totals": totals,
+            "throughput": {"bucket_s": bucket, "series": throughput(records, bucket)},
+        }
+
+
+def create_app(config: Config) -> Starlette:
+    """The dashboard for ``config``'s queue, Redis and database."""
+    sources = Sources(config)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await sources.open()
+        try:
+            yield
+        finally:
+            await sources.close()
+
+    async def page(_: Request) -> Response:
+        return HTMLResponse(PAGE.replace("{{queue}}", _escape(config.queue_name)))
+
+    async def overview(_: Request) -> Response:
+        try:
+            return JSONResponse(await sources.overview())
+        except (RedisError, OSError) as exc:
+            return JSONResponse({"error": f"Redis: {type(exc).__name__}: {exc}"}, 503)
+
+    async def healthz(_: Request) -> Response:
+        assert sources.redis is not None
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(PG_TIMEOUT):
+                await sources.redis.ping()
+            return JSONResponse({"ok": True})
+        return JSONResponse({"ok": False, "redis": "no answer"}, 503)
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/api/overview", overview),
+            Route("/healthz", healthz),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")

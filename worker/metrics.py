@@ -1,0 +1,225 @@
+"""Prometheus metrics of one worker process, in a registry of its own (not the global default one,
+so that several workers can run in one process, as the tests do).
+
+Counters and histograms are updated where things happen (``worker/consumer.py``,
+``worker/execution.py``, the pool acquire hook, the dead-letter store); gauges that describe a state
+(queue depth, pool connections, jobs in progress) are read when Prometheus scrapes, by
+``refresh()``, so that the per-job path only pays for a few pre-bound counter increments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from jobs.errors import PoolAcquireTimeout
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: half the scrape
+
+# Jobs of this project take milliseconds; the long tail is timeouts (JOB_TIMEOUT, 60 s by default).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
+ACQUIRE_BUCKETS = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+)
+
+# Errors counted as PostgreSQL's when a job fails with them.
+POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    PoolAcquireTimeout,
+)
+
+
+@dataclass(slots=True)
+class JobSeries:
+    """The labelled series of one job name, bound once so that each job pays only for the calls."""
+
+    started: Counter
+    succeeded: Counter
+    failed: Counter
+    retried: Counter
+    aborted: Counter
+    duration: Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGauges:
+    """What ``refresh`` sets from the queue (see ``worker/queue_stats.py``)."""
+
+    due: int
+    scheduled: int
+    oldest_due_age: float
+
+
+class WorkerMetrics:
+    """Every metric of one worker; ``registry`` is what its ``/metrics`` endpoint serves."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        by = ["function"]
+        self.started = Counter("worker_jobs_started", "Jobs started (tries).", by, registry=r)
+        self.succeeded = Counter("worker_jobs_succeeded", "Jobs that succeeded.", by, registry=r)
+        self.failed = Counter(
+            "worker_jobs_failed",
+            "Jobs that ended in failure (a result with an error).",
+            by,
+            registry=r,
+        )
+        self.retried = Counter(
+            "worker_jobs_retried",
+            "Tries that ended in a retry with backoff, or a re-queue.",
+            by,
+            registry=r,
+        )
+        self.aborted = Counter(
+            "worker_jobs_aborted", "Jobs aborted by an operator.", by, registry=r
+        )
+        self.dead_lettered = Counter(
+            "worker_jobs_dead_lettered",
+            "Jobs that became dead letters.",
+            ["function", "reason"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "worker_job_duration_seconds",
+            "Run time of a try, by job.",
+            by,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "worker_job_queue_wait_seconds",
+            "Time from a job's due time to its start.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.acquire_wait = Histogram(
+            "worker_pool_acquire_wait_seconds",
+            "Time a job waited for a pool connection.",
+            buckets=ACQUIRE_BUCKETS,
+            registry=r,
+        )
+        self.acquire_timeouts = Counter(
+            "worker_pool_acquire_timeouts", "Acquires that hit PG_ACQUIRE_TIMEOUT.", registry=r
+        )
+        self.redis_errors = Counter(
+            "worker_redis_errors", "Redis errors seen by the worker's loops.", ["where"], registry=r
+        )
+        self.postgres_errors = Counter(
+            "worker_postgres_errors",
+            "PostgreSQL errors that ended a try, by type.",
+            ["error"],
+            registry=r,
+        )
+        self.in_progress = Gauge("worker_jobs_in_progress", "Jobs running now.", registry=r)
+        self.max_jobs = Gauge("worker_max_jobs", "Jobs this worker runs at once.", registry=r)
+        self.queue_jobs = Gauge(
+            "worker_queue_jobs",
+            "Jobs in the queue: due (waiting or running) or scheduled later.",
+            ["state"],
+            registry=r,
+        )
+        self.oldest_due_age = Gauge(
+            "worker_queue_oldest_due_job_age_seconds",
+            "How long the oldest due job not yet running has waited (0: none).",
+            registry=r,
+        )
+        self.pool_connections = Gauge(
+            "worker_pool_connections", "Pool connections, idle or in use.", ["state"], registry=r
+        )
+        self.pool_size = Gauge("worker_pool_size", "Connections open in the pool.", registry=r)
+        self.pool_max_size = Gauge("worker_pool_max_size", "The pool's max size.", registry=r)
+        self.heartbeat_age = Gauge(
+            "worker_heartbeat_age_seconds",
+            "Since the consumer loop last made progress.",
+            registry=r,
+        )
+        self._series: dict[str, JobSeries] = {}
+        self.last_acquire = 0.0  # time.monotonic() of the last successful acquire
+
+    def job(self, name: str) -> JobSeries:
+        """The series of job ``name`` (created on first use)."""
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = JobSeries(
+                self.started.labels(name),
+                self.succeeded.labels(name),
+                self.failed.labels(name),
+                self.retried.labels(name),
+                self.aborted.labels(name),
+                self.duration.labels(name),
+            )
+        return series
+
+    def observe_acquire(self, waited: float, ok: bool) -> None:
+        """The pool acquire hook (``jobs.context.Resources.on_acquire``)."""
+        self.acquire_wait.observe(waited)
+        if ok:
+            self.last_acquire = time.monotonic()
+        else:
+            self.acquire_timeouts.inc()
+
+    def postgres_error(self, exc: BaseException) -> None:
+        """Count ``exc`` if it is a PostgreSQL error (or a pool acquire timeout)."""
+        if isinstance(exc, POSTGRES_ERRORS):
+            self.postgres_errors.labels(type(exc).__name__).inc()
+
+    def redis_error(self, where: str) -> None:
+        self.redis_errors.labels(where).inc()
+
+    def set_state(
+        self,
+        running: int,
+        max_jobs: int,
+        pool: asyncpg.Pool[asyncpg.Record] | None,
+        queue: QueueGauges | None,
+        heartbeat_age: float,
+    ) -> None:
+        """Set the gauges from the worker's state just before a scrape."""
+        self.in_progress.set(running)
+        self.max_jobs.set(max_jobs)
+        self.heartbeat_age.set(heartbeat_age)
+        if pool is not None:
+            size, idle = pool.get_size(), pool.get_idle_size()
+            self.pool_size.set(size)
+            self.pool_max_size.set(pool.get_max_size())
+            self.pool_connections.labels("idle").set(idle)
+            self.pool_connections.labels("in_use").set(size - idle)
+        if queue is not None:
+            self.queue_jobs.labels("due").set(queue.due)
+            self.queue_jobs.labels("scheduled").set(queue.scheduled)
+            self.oldest_due_age.set(queue.oldest_due_age)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+AcquireHook = Callable[[float, bool], None]
