@@ -31,6 +31,7 @@ def env_for(config: Config, **extra: str) -> dict[str, str]:
         POLL_DELAY="0.01",
         WORKER_MAX_JOBS="8",
         LOG_LEVEL="INFO",
+        PG_POOL_OVER_BUDGET="shrink",  # the shared server may be busy (see tests/faults/conftest.py)
         METRICS_PORT="0",
     )
     env.update(extra)
