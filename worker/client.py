@@ -131,6 +131,12 @@ class JobClient:
             raise UnknownJob(name=name, known=", ".join(sorted(JOBS_BY_NAME)))
         params = spec.parse(args, kwargs).model_dump(mode="json", exclude_defaults=True)
         opts = options or {}
+        unknown = set(opts) - set(EnqueueOptions.__annotations__)
+        if unknown:
+            raise ValueError(
+                f"unknown enqueue option(s) {sorted(unknown)}; options are "
+                f"{sorted(EnqueueOptions.__annotations__)} (job arguments go by name)"
+            )
         job_id = opts.get("job_id") or uuid4().hex
         job = {"f": name, "a": [], "k": params}
         if not await enqueue_payload(self.redis, self.queue_name, job_id, job, defer_ms(opts)):
@@ -220,9 +226,17 @@ class JobClient:
         return await self.enqueue("count_users", options=options, active=active)
 
     async def deactivate_inactive_users(
-        self, seen_before: datetime, **options: Unpack[EnqueueOptions]
+        self,
+        seen_before: datetime,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> JobHandle[DeactivatedUsers]:
-        """Enqueue ``deactivate_inactive_users`` (one transaction; returns the affected count)."""
+        """Enqueue ``deactivate_inactive_users`` (one transaction; returns the affected count;
+        applied once per ``idempotency_key``, by default once per job id)."""
         return await self.enqueue(
-            "deactivate_inactive_users", options=options, seen_before=seen_before
+            "deactivate_inactive_users",
+            options=options,
+            seen_before=seen_before,
+            idempotency_key=idempotency_key,
         )

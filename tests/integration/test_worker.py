@@ -223,3 +223,20 @@ async def test_enqueue_many_validates_first_refuses_duplicates_and_runs(
         assert sample is not None
         user = await sample.result(timeout=1)
         assert user is not None and user.id == users[1234 % len(users)]["id"]
+
+
+async def test_client_passes_the_business_key_and_refuses_unknown_options(
+    config: Config, run_worker: RunWorker, users: list[asyncpg.Record], pool: asyncpg.Pool
+) -> None:
+    key = f"nightly-{config.queue_name}"
+    cutoff = datetime.now(UTC) - timedelta(days=100)
+    async with JobClient.connect(config) as client:
+        first = await client.deactivate_inactive_users(cutoff, idempotency_key=key)
+        second = await client.deactivate_inactive_users(cutoff, idempotency_key=key)
+        with pytest.raises(ValueError, match="unknown enqueue option"):
+            await client.count_users(colour="red")  # type: ignore[call-arg]
+        await run_worker()
+        assert (await first.result(timeout=1)) == (await second.result(timeout=1))
+    assert (
+        await pool.fetchval("SELECT count(*) FROM job_effects WHERE idempotency_key=$1", key) == 1
+    )
