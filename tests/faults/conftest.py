@@ -106,20 +106,27 @@ def url_via(url: str, port: int) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def worker_environment(config: Config, **env: str) -> dict[str, str]:
+    """The environment of a worker process of this test: its database, Redis and queue, the fault
+    suite's short timeouts, then ``env``; none of the caller's own worker variables."""
+    environment = {k: v for k, v in os.environ.items() if k.lower() not in Config.model_fields}
+    environment.update(
+        DATABASE_URL=config.database_url,
+        REDIS_URL=config.redis_url,
+        QUEUE_NAME=config.queue_name,
+        **FAULT_ENV,
+    )
+    environment.update(env)
+    return environment
+
+
 @pytest.fixture
 async def spawn(config: Config, tmp_path: Path) -> AsyncIterator[Spawn]:
     """Start worker processes for this test; each is SIGKILLed by PID at the end if still alive."""
     started: list[WorkerProcess] = []
 
     async def start(ready: bool = True, settings: str = SETTINGS, **env: str) -> WorkerProcess:
-        environment = {k: v for k, v in os.environ.items() if k.lower() not in Config.model_fields}
-        environment.update(
-            DATABASE_URL=config.database_url,
-            REDIS_URL=config.redis_url,
-            QUEUE_NAME=config.queue_name,
-            **FAULT_ENV,
-        )
-        environment.update(env)
+        environment = worker_environment(config, **env)
         log_path = tmp_path / f"worker-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220  (fork+exec, returns at once)

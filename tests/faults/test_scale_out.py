@@ -23,7 +23,13 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import result_key_prefix
 
-from tests.faults.conftest import FAULT_ENV, ROOT, SETTINGS, Counters, wait_until
+from tests.faults.conftest import (
+    ROOT,
+    SETTINGS,
+    Counters,
+    wait_until,
+    worker_environment,
+)
 from worker import codec
 from worker.budget import fleet
 from worker.config import Config
@@ -63,14 +69,7 @@ async def supervisor(config: Config, tmp_path: Path) -> AsyncIterator[StartSuper
     started: list[SupervisorProcess] = []
 
     async def start(processes: int, **env: str) -> SupervisorProcess:
-        environment = {k: v for k, v in os.environ.items() if k.lower() not in Config.model_fields}
-        environment.update(
-            DATABASE_URL=config.database_url,
-            REDIS_URL=config.redis_url,
-            QUEUE_NAME=config.queue_name,
-            **FAULT_ENV,
-        )
-        environment.update(env)
+        environment = worker_environment(config, **env)
         log_path = tmp_path / f"supervisor-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: ASYNC220  (fork+exec, returns at once)
