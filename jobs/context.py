@@ -69,7 +69,8 @@ async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
     hook = res.on_acquire
     started = time.perf_counter() if hook is not None else 0.0
     try:
-        conn = await res.pool.acquire(timeout=timeout)
+        async with asyncio.timeout(timeout):  # not acquire(timeout=): that wraps it in a task
+            conn = await res.pool.acquire()
     except TimeoutError as exc:
         if hook is not None:
             hook(time.perf_counter() - started, False)

@@ -38,6 +38,11 @@ class JobSpec(Generic[A, R]):
 
     def parse(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> A:
         """Validate positional and keyword arguments (positional ones fill fields in order)."""
+        if not args:  # the usual case: keyword arguments only
+            try:
+                return self.args_model.model_validate(kwargs or {})
+            except ValidationError as exc:
+                raise InvalidJobArguments(job=self.name, details=describe(exc)) from None
         fields = list(self.args_model.model_fields)
         if len(args) > len(fields):
             raise InvalidJobArguments(

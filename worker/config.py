@@ -40,6 +40,8 @@ class Config(BaseSettings):
     # transaction mode), a transaction pooler in DATABASE_URL, and the fleet's connection budget.
     pg_statement_cache_size: Annotated[int, Field(ge=0)] = 100
     pg_transaction_pooling: bool = False
+    # asyncpg's session reset on every release (jobs keep no session state: worker/database.py).
+    pg_reset_session: bool = False
     pg_connection_budget: Annotated[int | None, Field(ge=1)] = None
     pg_pool_over_budget: Literal["refuse", "shrink"] = "refuse"
 

@@ -42,7 +42,6 @@ from arq.cron import CronJob
 from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime, to_ms
 from arq.worker import JobExecutionFailed, Retry, Worker
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from worker.leases import LEASE_SET_KEY
@@ -89,6 +88,49 @@ if #claimed == 0 and limit > 0 then
   if #later > 0 then next_due = later[2] end
 end
 return {claimed, next_due, aborts}
+"""
+
+
+# Records finished tries, eight arguments each after ARGV[1] (the failures list's length): kind,
+# job id, result (arq's format; '' = none), result TTL in ms ('' = forever), new score (retries),
+# cron (1/0), aborted (1/0), a recent-failures entry ('' = none). Kinds: "finish" (a result, or
+# none when it is not kept; the job's keys deleted), "expired" (the same, never a result),
+# "retry" (back in the queue at the new score), "requeue" (shutdown: due again now).
+FINISH_SCRIPT = f"""
+local queue, failures, keep_failures = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local failed = false
+for i = 2, #ARGV, 8 do
+  local kind, id, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local in_progress = '{in_progress_key_prefix}' .. id
+  if ARGV[i + 7] ~= '' then
+    redis.call('LPUSH', failures, ARGV[i + 7])
+    failed = true
+  end
+  if kind == 'retry' then
+    redis.call('DEL', in_progress)
+    redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
+  elseif kind == 'requeue' then
+    redis.call('DEL', in_progress)
+  else
+    if ARGV[i + 6] == '1' then redis.call('ZREM', '{abort_jobs_ss}', id) end
+    if result ~= '' then
+      if keep == '' then
+        redis.call('SET', '{result_key_prefix}' .. id, result)
+      else
+        redis.call('SET', '{result_key_prefix}' .. id, result, 'PX', keep)
+      end
+    end
+    if ARGV[i + 5] == '1' then  -- as arq: a cron tick stays marked a while, not to run twice
+      redis.call('PEXPIRE', in_progress, {keep_cronjob_progress * 1000})
+      redis.call('DEL', '{retry_key_prefix}' .. id, '{job_key_prefix}' .. id)
+    else
+      redis.call('DEL', in_progress, '{retry_key_prefix}' .. id, '{job_key_prefix}' .. id)
+    end
+    redis.call('ZREM', queue, id)
+  end
+end
+if failed then redis.call('LTRIM', failures, 0, keep_failures - 1) end
+return 0
 """
 
 
@@ -174,6 +216,7 @@ class Consumer:
         self.lease_ms = str(int(lease * 1000))
         self.idle_wait = idle_wait
         self.claim_script = self.redis.register_script(CLAIM_SCRIPT)
+        self.finish_script = self.redis.register_script(FINISH_SCRIPT)
         self.running = 0
         self.accepting = True
         self.slot_free = asyncio.Event()
@@ -527,35 +570,25 @@ class Consumer:
             batch, self.pending = self.pending, []
             if batch:
                 try:
-                    async with self.redis.pipeline(transaction=True) as pipe:
-                        for outcome in batch:
-                            self._apply(pipe, outcome)
-                        await pipe.execute()
+                    await self.finish_script(
+                        keys=[self.queue, failures_key(self.queue)],
+                        args=[RECENT_FAILURES, *(a for o in batch for a in self._fields(o))],
+                    )
                 except BaseException:
                     self.pending[:0] = batch  # written on the next round
                     raise
             self.written.set()
 
-    def _apply(self, pipe: Pipeline, outcome: Outcome) -> None:
-        job_id = outcome.job_id
-        in_progress = in_progress_key_prefix + job_id
-        if outcome.failure is not None:
-            pipe.lpush(failures_key(self.queue), outcome.failure)
-            pipe.ltrim(failures_key(self.queue), 0, RECENT_FAILURES - 1)
-        if outcome.kind == "retry":
-            pipe.delete(in_progress)
-            pipe.zadd(self.queue, {job_id: outcome.new_score or now_ms()}, xx=True)
-            return
-        if outcome.kind == "requeue":
-            pipe.delete(in_progress)
-            return
-        if outcome.aborted:
-            pipe.zrem(abort_jobs_ss, job_id)
-        if outcome.result_data is not None:
-            pipe.set(result_key_prefix + job_id, outcome.result_data, px=outcome.keep_ms)
-        if outcome.cron:  # as arq: the tick stays marked a while, so it is not run twice
-            pipe.pexpire(in_progress, to_ms(keep_cronjob_progress) or 0)
-            pipe.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
-        else:
-            pipe.delete(in_progress, retry_key_prefix + job_id, job_key_prefix + job_id)
-        pipe.zrem(self.queue, job_id)
+    @staticmethod
+    def _fields(outcome: Outcome) -> tuple[str | bytes | int, ...]:
+        """One outcome as FINISH_SCRIPT's eight arguments."""
+        return (
+            outcome.kind,
+            outcome.job_id,
+            outcome.result_data or b"",
+            "" if outcome.keep_ms is None else outcome.keep_ms,
+            outcome.new_score or now_ms(),
+            int(outcome.cron),
+            int(outcome.aborted),
+            outcome.failure or b"",
+        )

@@ -57,6 +57,13 @@ def session_settings(config: Config) -> dict[str, str]:
     }
 
 
+async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset on release without PG_RESET_SESSION: nothing beyond what asyncpg always
+    does first (an open transaction rolled back, listeners dropped). Jobs keep no session state
+    (``SET LOCAL``, transaction advisory locks), the rule a transaction pooler imposes anyway, so
+    the reset query (``RESET ALL``, ``UNLISTEN *``...) would be one more round trip per job."""
+
+
 async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
     """Open the worker's pool; raises DatabaseUnavailable with a masked URL when it cannot.
 
@@ -79,6 +86,7 @@ async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
             statement_cache_size=config.pg_statement_cache_size,
             server_settings=server_settings,
             init=init_connection,
+            reset=None if config.pg_reset_session else keep_session,
         )
     except CONNECT_ERRORS as exc:
         raise _unavailable(config.database_url, exc) from None

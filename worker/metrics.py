@@ -4,25 +4,31 @@ so that several workers can run in one process, as the tests do).
 Counters and histograms are updated where things happen (``worker/consumer.py``,
 ``worker/execution.py``, the pool acquire hook, the dead-letter store); gauges that describe a state
 (queue depth, pool connections, jobs in progress) are read when Prometheus scrapes, by
-``refresh()``, so that the per-job path only pays for a few pre-bound counter increments.
+``set_state()``. What every job updates (its counters, its duration, queue-wait and acquire-wait
+histograms) is kept in plain lock-free tallies (``Tally``, ``Spread``: the worker is one event
+loop) that a collector turns into Prometheus families at scrape time; prometheus_client's own
+metrics take a lock per update, which cost ~3 % of a core at a few thousand jobs per second.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from jobs.errors import PoolAcquireTimeout
 
@@ -57,16 +63,100 @@ POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class Tally:
+    """A counter bumped without a lock (read by the collector at scrape time)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class Spread:
+    """A histogram filled without a lock: a count per bucket (the last one: above every bound)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus' buckets: (le, observations <= le), ending with +Inf."""
+        buckets, seen = [], 0
+        for bound, count in zip(
+            (*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True
+        ):
+            seen += count
+            buckets.append((bound, float(seen)))
+        return buckets
+
+
 @dataclass(slots=True)
 class JobSeries:
-    """The labelled series of one job name, bound once so that each job pays only for the calls."""
+    """The series of one job name: what each of its tries updates."""
 
-    started: Counter
-    succeeded: Counter
-    failed: Counter
-    retried: Counter
-    aborted: Counter
-    duration: Histogram
+    started: Tally = field(default_factory=Tally)
+    succeeded: Tally = field(default_factory=Tally)
+    failed: Tally = field(default_factory=Tally)
+    retried: Tally = field(default_factory=Tally)
+    aborted: Tally = field(default_factory=Tally)
+    duration: Spread = field(default_factory=lambda: Spread(DURATION_BUCKETS))
+
+
+JOB_COUNTERS = (
+    ("started", "worker_jobs_started", "Jobs started (tries)."),
+    ("succeeded", "worker_jobs_succeeded", "Jobs that succeeded."),
+    ("failed", "worker_jobs_failed", "Jobs that ended in failure (a result with an error)."),
+    ("retried", "worker_jobs_retried", "Tries that ended in a retry with backoff, or a re-queue."),
+    ("aborted", "worker_jobs_aborted", "Jobs aborted by an operator."),
+)
+
+
+class JobCollector(Collector):
+    """Turns the per-job tallies into Prometheus families when the registry is collected."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        series = sorted(self.metrics._series.items())
+        for attr, name, documentation in JOB_COUNTERS:
+            family = CounterMetricFamily(name, documentation, labels=["function"])
+            for job, s in series:
+                family.add_metric([job], getattr(s, attr).value)
+            yield family
+        duration = HistogramMetricFamily(
+            "worker_job_duration_seconds", "Run time of a try, by job.", labels=["function"]
+        )
+        for job, s in series:
+            duration.add_metric([job], s.duration.cumulative(), s.duration.total)
+        yield duration
+        m = self.metrics
+        yield _histogram(
+            "worker_job_queue_wait_seconds",
+            "Time from a job's due time to its start.",
+            m.queue_wait,
+        )
+        yield _histogram(
+            "worker_pool_acquire_wait_seconds",
+            "Time a job waited for a pool connection.",
+            m.acquire_wait,
+        )
+
+
+def _histogram(name: str, documentation: str, spread: Spread) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], spread.cumulative(), spread.total)
+    return family
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,49 +173,16 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        by = ["function"]
-        self.started = Counter("worker_jobs_started", "Jobs started (tries).", by, registry=r)
-        self.succeeded = Counter("worker_jobs_succeeded", "Jobs that succeeded.", by, registry=r)
-        self.failed = Counter(
-            "worker_jobs_failed",
-            "Jobs that ended in failure (a result with an error).",
-            by,
-            registry=r,
-        )
-        self.retried = Counter(
-            "worker_jobs_retried",
-            "Tries that ended in a retry with backoff, or a re-queue.",
-            by,
-            registry=r,
-        )
-        self.aborted = Counter(
-            "worker_jobs_aborted", "Jobs aborted by an operator.", by, registry=r
-        )
         self.dead_lettered = Counter(
             "worker_jobs_dead_lettered",
             "Jobs that became dead letters.",
             ["function", "reason"],
             registry=r,
         )
-        self.duration = Histogram(
-            "worker_job_duration_seconds",
-            "Run time of a try, by job.",
-            by,
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "worker_job_queue_wait_seconds",
-            "Time from a job's due time to its start.",
-            buckets=WAIT_BUCKETS,
-            registry=r,
-        )
-        self.acquire_wait = Histogram(
-            "worker_pool_acquire_wait_seconds",
-            "Time a job waited for a pool connection.",
-            buckets=ACQUIRE_BUCKETS,
-            registry=r,
-        )
+        self.queue_wait = Spread(WAIT_BUCKETS)
+        self.acquire_wait = Spread(ACQUIRE_BUCKETS)
+        self._series: dict[str, JobSeries] = {}
+        r.register(JobCollector(self))
         self.acquire_timeouts = Counter(
             "worker_pool_acquire_timeouts", "Acquires that hit PG_ACQUIRE_TIMEOUT.", registry=r
         )
@@ -161,21 +218,13 @@ class WorkerMetrics:
             "Since the consumer loop last made progress.",
             registry=r,
         )
-        self._series: dict[str, JobSeries] = {}
         self.last_acquire = 0.0  # time.monotonic() of the last successful acquire
 
     def job(self, name: str) -> JobSeries:
         """The series of job ``name`` (created on first use)."""
         series = self._series.get(name)
         if series is None:
-            series = self._series[name] = JobSeries(
-                self.started.labels(name),
-                self.succeeded.labels(name),
-                self.failed.labels(name),
-                self.retried.labels(name),
-                self.aborted.labels(name),
-                self.duration.labels(name),
-            )
+            series = self._series[name] = JobSeries()
         return series
 
     def observe_acquire(self, waited: float, ok: bool) -> None:

@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from jobs.context import RESOURCES_KEY, Resources
 from tests.conftest import ADMIN_URL, RunWorker
 from worker.config import Config
-from worker.database import with_database
+from worker.database import create_pool, with_database
 from worker.errors import DatabaseMissing, DatabaseUnavailable, PoolTooLarge, SchemaMissing
 from worker.lifecycle import shutdown, startup
 
@@ -113,3 +113,35 @@ async def test_pool_smaller_than_max_jobs_is_reported(
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "WORKER_MAX_JOBS=50 > PG_POOL_MAX_SIZE=10" in warning
     assert "longer than 1.250s" in warning  # 5 s acquire timeout / 4 rounds of waiting
+
+
+async def test_a_released_connection_keeps_no_open_transaction(config: Config) -> None:
+    # Without PG_RESET_SESSION the pool skips asyncpg's reset query, not its rollback.
+    one = config.model_copy(update={"pg_pool_min_size": 1, "pg_pool_max_size": 1})
+    pool = await create_pool(one)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_open (x int)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_pg_reset_session_decides_whether_session_state_survives_a_release(
+    config: Config, reset: bool
+) -> None:
+    one = config.model_copy(
+        update={"pg_pool_min_size": 1, "pg_pool_max_size": 1, "pg_reset_session": reset}
+    )
+    pool = await create_pool(one)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET search_path TO pg_catalog")
+        async with pool.acquire() as conn:
+            path = await conn.fetchval("SHOW search_path")
+    finally:
+        await pool.close()
+    assert (path == "pg_catalog") is not reset
