@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import report
+from bench import growth_report, report
 from bench.common import ROOT, cpu_count, delete_tagged, out, run_tag, say
 from bench.database import prepare
 from bench.options import Options, default_urls
@@ -168,6 +169,14 @@ async def run(opts: Options) -> dict[str, Any]:
     }
 
 
+def growth_section(output: Path | None) -> str:
+    """The last ``make bench-growth`` run's section, kept in docs/performance.md (not in --output)."""
+    path = ROOT / "bench/results/growth.json"
+    if output is not None or not path.exists():
+        return ""
+    return growth_report.markdown(json.loads(path.read_text()), "performance-growth.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
@@ -182,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(data, json_path)
     report.plot(data, png_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(report.markdown(data, png_path.name))
+    md_path.write_text(report.markdown(data, png_path.name, growth_section(opts.output)))
     out(report.console_summary(data))
     out(f"\nwrote {md_path}, {png_path} and {json_path}\n")
     return 0

@@ -1,6 +1,8 @@
 """The database's limit without any queue, in its own process on uvloop (``python -m bench.limit``).
 
 ``pool``: C coroutines loop on ``async with pool.acquire() as c: await c.fetchrow(QUERY, id)``.
+``pool-keep``: the same with the pool's reset query on release skipped, as this worker does by
+default (``PG_RESET_SESSION=false``): one round trip per query instead of two.
 ``connect``: C coroutines loop on connect + fetchrow + close (the connection-per-job anti-pattern).
 Prints one JSON object: qps, p50/p99 latency in ms, errors, and this process's CPU %.
 """
@@ -31,6 +33,10 @@ async def _pool_worker(
         lat.append(time.perf_counter() - start)
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """No reset query (asyncpg still rolls back an open transaction first)."""
+
+
 async def _connect_worker(dsn: str, deadline: float, max_id: int, lat: list[float]) -> int:
     rnd = random.Random()
     errors = 0
@@ -52,8 +58,11 @@ async def _connect_worker(dsn: str, deadline: float, max_id: int, lat: list[floa
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
-    if args.mode == "pool":
-        async with asyncpg.create_pool(args.dsn, min_size=args.pool, max_size=args.pool) as pool:
+    if args.mode in ("pool", "pool-keep"):
+        reset = _keep_session if args.mode == "pool-keep" else None
+        async with asyncpg.create_pool(
+            args.dsn, min_size=args.pool, max_size=args.pool, reset=reset
+        ) as pool:
             # Every connection opened and the statement prepared on each before the clock starts.
             conns = [await pool.acquire() for _ in range(args.pool)]
             for conn in conns:
@@ -91,7 +100,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.limit", description=__doc__)
-    parser.add_argument("mode", choices=("pool", "connect"))
+    parser.add_argument("mode", choices=("pool", "pool-keep", "connect"))
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--pool", type=int, default=10)

@@ -37,16 +37,18 @@ CONNECTION_MARGIN = 10  # connections left to other users of the server, at leas
 
 
 async def limit(target: Target, mode: str, concurrency: int, _tag: str = "") -> dict[str, Any]:
-    """``python -m bench.limit``: the raw pool, or connect-per-query, for a fixed duration."""
+    """``python -m bench.limit``: the raw pool (with or without its reset query on release), or
+    connect-per-query, for a fixed duration."""
     opts = target.opts
-    needed = pool_for(concurrency) if mode == "pool" else concurrency
+    pooled = mode != "connect"
+    needed = pool_for(concurrency) if pooled else concurrency
     free = await free_connections(target.db.admin_url)
     if needed + CONNECTION_MARGIN > free:
         raise BenchError(
             f"skipped: needs {needed} connections, the server has {free} free "
             f"(keeping {CONNECTION_MARGIN} for others)"
         )
-    seconds = opts.limit_seconds if mode == "pool" else opts.connect_seconds
+    seconds = opts.limit_seconds if pooled else opts.connect_seconds
     argv = [
         *("-m", "bench.limit", mode, "--dsn", target.db.url),
         *("--concurrency", str(concurrency), "--pool", str(pool_for(concurrency))),

@@ -14,10 +14,17 @@ from bench.probes import ENQUEUE_MODES
 from bench.runner import Step
 
 Entry = dict[str, Any]
+POOL_MODES = ("pool", "pool-keep")
+LIMIT_MODES = {
+    "pool": "pool acquire + fetchrow (asyncpg's reset query on release)",
+    "pool-keep": "pool acquire + fetchrow, no reset query (as this worker by default)",
+    "connect": "connect + fetchrow + close",
+}
 RATIOS = (
     ("ours/saq:db", "ours / SAQ, DB job"),
     ("ours/saq:noop", "ours / SAQ, no-op"),
     ("ours/limit:db", "ours DB job / raw pool limit"),
+    ("ours/limit-keep:db", "ours DB job / raw pool limit without reset query"),
     ("ours/arq:db", "ours / bare arq, DB job"),
     ("ours/arq:noop", "ours / bare arq, no-op"),
 )
@@ -83,10 +90,12 @@ def ratios(
             for k in JOB_KINDS
         }
         limit = value(entries, f"limit:pool:{c}", "qps")
+        keep = value(entries, f"limit:pool-keep:{c}", "qps")
         pairs = {
             "ours/saq:db": (rate["ours", "db"], rate["saq", "db"]),
             "ours/saq:noop": (rate["ours", "noop"], rate["saq", "noop"]),
             "ours/limit:db": (rate["ours", "db"], limit),
+            "ours/limit-keep:db": (rate["ours", "db"], keep),
             "ours/arq:db": (rate["ours", "db"], rate["arq", "db"]),
             "ours/arq:noop": (rate["ours", "noop"], rate["arq", "noop"]),
         }
@@ -132,6 +141,8 @@ def headline_table(data: dict[str, Any]) -> str:
     rows = [
         ["**LIMIT** raw asyncpg pool, queries/s (uvloop, pool = min(C, 20))"]
         + [_cell(entries, f"limit:pool:{c}", "qps") for c in cs],
+        ["raw asyncpg pool without its reset query on release, queries/s"]
+        + [_cell(entries, f"limit:pool-keep:{c}", "qps") for c in cs],
         ["connect + query + close per query, queries/s"]
         + [
             _cell(entries, f"limit:connect:{c}", "qps")
@@ -285,7 +296,7 @@ def enqueue_table(data: dict[str, Any]) -> str:
 def limit_table(data: dict[str, Any]) -> str:
     entries: dict[str, Entry] = data["measurements"]
     rows = []
-    keys = [f"limit:pool:{c}" for c in data["options"]["concurrencies"]]
+    keys = [f"limit:{m}:{c}" for c in data["options"]["concurrencies"] for m in POOL_MODES]
     keys += [f"limit:connect:{c}" for c in data["options"]["connect_concurrencies"]]
     for key in keys:
         _, mode, c = key.split(":")
@@ -293,9 +304,9 @@ def limit_table(data: dict[str, Any]) -> str:
         errors = entries[key]["errors"]
         rows.append(
             [
-                "pool acquire + fetchrow" if mode == "pool" else "connect + fetchrow + close",
+                LIMIT_MODES[mode],
                 c,
-                str(pool_for(int(c))) if mode == "pool" else "-",
+                str(pool_for(int(c))) if mode in POOL_MODES else "-",
                 "**" + _cell(entries, key, "qps") + "**",
                 runs_text(runs_of(entries, key, "qps")) or "; ".join(errors)[:100],
                 num(med.get("p50_ms"), 2),
@@ -424,9 +435,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
     top = axes[0].get_ylim()[1]
     for j, c in enumerate(cs):
         limit = value(entries, f"limit:pool:{c}", "qps")
+        keep = value(entries, f"limit:pool-keep:{c}", "qps")
         if limit is not None:
             axes[0].annotate(
-                f"raw asyncpg pool limit\n{limit:,.0f} queries/s",
+                f"raw asyncpg pool limit\n{limit:,.0f} queries/s"
+                + ("" if keep is None else f"\n({keep:,.0f} without reset)"),
                 (j, top * 0.97),
                 ha="center",
                 va="top",
@@ -449,7 +462,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(data: dict[str, Any], image: str) -> str:
+def markdown(data: dict[str, Any], image: str, growth: str = "") -> str:
+    """The whole page; ``growth`` is the "How cost grows" section (bench/growth_report.py)."""
     meta = data["meta"]
     changed = (
         "\n**Warning: the worker's code (worker/, jobs/) changed while this run was going on; its "
@@ -511,7 +525,7 @@ database, sampled every 0.1 s) over the drains.
 ## The database's limit, without any queue
 
 {limit_table(data)}
-## Method
+{growth}## Method
 
 * **Database**: `users` with {meta["users"]:,} rows (seeded by `worker.seed.seed_users`, migrated by
   `worker.database.migrate`); every DB job and the limit run `select * from users where id=$1` (or this

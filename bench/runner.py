@@ -45,6 +45,14 @@ def plan(target: Target) -> list[Step]:
                 partial(probes.limit, target, "pool", c),
             )
         )
+        steps.append(
+            Step(
+                f"limit:pool-keep:{c}",
+                f"limit pool, no reset, c={c}",
+                opts.limit_seconds + 1.5,
+                partial(probes.limit, target, "pool-keep", c),
+            )
+        )
         for kind in JOB_KINDS:
             for system in SYSTEMS:
                 steps.append(
@@ -101,9 +109,9 @@ def headline(key: str, metrics: dict[str, Any]) -> str:
     if "error" in metrics:
         return "ERROR " + str(metrics["error"]).splitlines()[0][:60]
     kind = key.split(":")[0]
-    if kind == "limit":
+    if "qps" in metrics:
         return f"{metrics['qps']:,.0f} q/s"
-    if kind in ("drain", "enqueue"):
+    if kind not in ("latency", "idle"):  # drains and enqueues, and every growth sweep's point
         rate = metrics.get("jobs_per_s")
         return "no rate" if rate is None else f"{rate:,.0f} jobs/s"
     if kind == "latency":

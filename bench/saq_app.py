@@ -38,7 +38,9 @@ async def db_job(ctx: BenchContext, *, user_id: int) -> int | None:
 
 async def run(args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
     queue = Queue.from_url(args.redis_url, name=args.queue)
-    timings: list[tuple[int, int, int, bool]] = []
+    # By job key: SAQ may run a job twice (its sweep re-queues one whose heartbeat looked stale on a
+    # loaded box), and calls after_process for each run; the last run counts, once.
+    timings: dict[str, tuple[int, int, int, bool]] = {}
 
     async def startup(ctx: BenchContext) -> None:
         size = args.pool
@@ -50,7 +52,12 @@ async def run(args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
     async def after_process(ctx: BenchContext) -> None:
         job = ctx.get("job")
         if job is not None:
-            timings.append((job.queued, job.started, job.completed, job.status == Status.COMPLETE))
+            timings[job.key] = (
+                job.queued,
+                job.started,
+                job.completed,
+                job.status == Status.COMPLETE,
+            )
 
     worker: Worker[BenchContext] = Worker(
         queue,
@@ -67,7 +74,7 @@ async def run(args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
         await worker.start()
     finally:
         await queue.disconnect()
-    return timings
+    return list(timings.values())
 
 
 def main(argv: list[str] | None = None) -> int:

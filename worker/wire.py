@@ -47,21 +47,40 @@ def wake(pipe: Pipeline, queue: str) -> None:
     pipe.ltrim(key, 0, 0)
 
 
+# The same rule for a whole chunk in one call: KEYS[1] = the queue; ARGV[1] = the payloads' TTL in
+# ms, ARGV[2] = the score, then a job id and its payload per job. One 1/0 (added/taken) per job.
+ENQUEUE_MANY_SCRIPT = f"""
+local added = {{}}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', '{job_key_prefix}' .. id, '{result_key_prefix}' .. id) > 0 then
+    added[#added + 1] = 0
+  else
+    redis.call('PSETEX', '{job_key_prefix}' .. id, ARGV[1], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    added[#added + 1] = 1
+  end
+end
+return added
+"""
+
+
 async def enqueue_many(
     redis: Redis, queue: str, jobs: Sequence[tuple[str, dict[str, Any]]], chunk: int = 1000
 ) -> list[bool]:
-    """Enqueue many ``(job_id, job)`` pairs with the same script, ``chunk`` per pipelined round
-    trip; each entry of the answer says whether that job was added (False: its id is taken)."""
-    script = redis.register_script(ENQUEUE_SCRIPT)
+    """Enqueue many ``(job_id, job)`` pairs, ``chunk`` per script call (one round trip each);
+    each entry of the answer says whether that job was added (False: its id is taken)."""
+    script = redis.register_script(ENQUEUE_MANY_SCRIPT)
     expires = str(expires_extra_ms)
     added: list[bool] = []
     for start in range(0, len(jobs), chunk):
         enqueued = now_ms()
+        args: list[str | bytes] = [expires, str(enqueued)]
+        for job_id, job in jobs[start : start + chunk]:
+            args += (job_id, codec.serialize({**job, "t": None, "et": enqueued}))
         async with redis.pipeline(transaction=False) as pipe:
-            for job_id, job in jobs[start : start + chunk]:
-                payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
-                keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue]
-                await script(keys, [payload, expires, str(enqueued), job_id], client=pipe)
+            await script([queue], args, client=pipe)
             wake(pipe, queue)
-            added.extend(bool(answer) for answer in (await pipe.execute())[:-2])
+            answers = (await pipe.execute())[0]
+        added.extend(bool(answer) for answer in answers)
     return added

@@ -11,15 +11,19 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as redis_py
 
+from tests.conftest import ADMIN_URL
 from tests.faults.conftest import FAULT_ENV, counters, fault_tables, pg_proxy, redis_proxy, spawn
 from worker.config import Config
+from worker.database import with_database
 
 __all__ = ["counters", "fault_tables", "pg_proxy", "redis_proxy", "spawn"]
 
@@ -90,3 +94,26 @@ async def raw(config: Config) -> AsyncIterator[redis_py.Redis]:
     client = redis_py.Redis.from_url(config.redis_url)
     yield client
     await client.aclose()
+
+
+async def _drop_databases(prefix: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2",
+            prefix,
+            prefix + "\\_%",
+        )
+        for row in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def bench_database() -> Iterator[str]:
+    """A database of its own for a bench smoke run, which the bench creates and seeds (the growth
+    sweep also ``<name>_growth_*``); all of them dropped afterwards."""
+    name = f"bench_smoke_{uuid.uuid4().hex[:10]}"
+    yield with_database(ADMIN_URL, name)
+    asyncio.run(_drop_databases(name))

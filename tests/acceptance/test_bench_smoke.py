@@ -3,42 +3,21 @@ writes its JSON, markdown and PNG. Correctness only: no speed is ever asserted h
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from tests.conftest import ADMIN_URL, REDIS_URL
-from worker.database import with_database
+from tests.conftest import REDIS_URL
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ("arq", "ours", "saq")
-
-
-async def _drop(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def bench_database() -> Iterator[str]:
-    """A database of its own, which the bench creates and seeds; dropped afterwards."""
-    name = f"bench_smoke_{uuid.uuid4().hex[:10]}"
-    yield with_database(ADMIN_URL, name)
-    asyncio.run(_drop(name))
 
 
 def _median(data: dict[str, Any], key: str) -> dict[str, Any]:
