@@ -31,7 +31,7 @@ RATIOS = (
 ENQUEUE_LABELS = {
     "seq": "one by one (await each)",
     "gather": "gathered (asyncio.gather of 100)",
-    "bulk": "bulk (pipelines of 1,000)",
+    "bulk": "bulk (1,000 per round trip)",
 }
 ENQUEUE_APIS = {
     "ours": {
@@ -540,13 +540,16 @@ database, sampled every 0.1 s) over the drains.
   * *SAQ*: `python -m bench.saq_app --burst` (`Worker(burst=True, dequeue_timeout=0.5)`), JSON, no
     per-job logging (its default), the same pool in the context.
 * **Drains** ({cs}): jobs enqueued in bulk first (this worker: `worker.wire.enqueue_many`, its
-  Lua enqueue script in pipelines of 1,000; bare arq: arq's keys written by a pipeline; SAQ:
+  Lua script, one call per 1,000 jobs; bare arq: arq's keys written by a pipeline; SAQ:
   `Queue.enqueue`, 100 at a time), then the burst worker drains them. Throughput = completed jobs /
   (first start → last finish) from arq's stored results (`st`, `ft`) or SAQ's job records (`started`,
   `completed`); start-up and the final empty poll are excluded. Worker CPU % is the process's CPU
   time (`/proc/<pid>/stat`, sampled every 0.02 s) over that window.
 * **Limit**: `python -m bench.limit` on uvloop, C coroutines looping on `pool.acquire()` + `fetchrow`
-  for {o["limit_seconds"]:g} s (pool min = max = min(C, 20), every connection warmed first).
+  for {o["limit_seconds"]:g} s (pool min = max = min(C, 20), every connection warmed first); once
+  with asyncpg's defaults (its reset query on every release: two round trips per query), once without
+  the reset query, as this worker releases connections by default (`PG_RESET_SESSION=false`; jobs
+  keep no session state). The target ratio is against the first.
   Connect-per-query: connect + fetchrow + close for {o["connect_seconds"]:g} s at C =
   {", ".join(str(c) for c in o["connect_concurrencies"])}; never at C = 100 (the shared server allows
   {meta["max_connections"]} connections), and skipped when the server has too few free ones.
@@ -563,12 +566,12 @@ database, sampled every 0.1 s) over the drains.
 * **One box for everything**: the worker competes with Redis, PostgreSQL and the bench for 2 cores.
   With Redis and PostgreSQL elsewhere every CPU-bound figure would be higher.
 * **Not the same work per job**: this worker validates arguments (pydantic), holds a lease, applies
-  its retry policy, writes JSON results (for `get_user`, the user row) and logs 2 lines per job; the
-  naive arq and SAQ jobs return an id. That is the product, but it is not a queue-only comparison:
-  the no-op rows isolate each system's own per-job cost.
-* **Logging and event loop differ by default**: this worker and bare arq log 2 INFO lines per job (to
-  a file here); SAQ logs none. This worker runs on uvloop (its settings install it); bare arq and SAQ
-  run on asyncio; the limit runs on uvloop.
+  its retry policy, keeps metrics and writes JSON results (for `get_user`, the user row); the naive
+  arq and SAQ jobs return an id. That is the product, but it is not a queue-only comparison: the no-op
+  rows isolate each system's own per-job cost.
+* **Logging and event loop differ by default**: bare arq logs 2 INFO lines per job (to a file here);
+  this worker logs one summary line every 10 s (per-job lines at DEBUG); SAQ logs none. This worker
+  runs on uvloop (its settings install it); bare arq and SAQ run on asyncio; the limit runs on uvloop.
 * **Bare arq at its defaults is capped by arithmetic**: it starts at most
   `max(5 * max_jobs, 100)` jobs per 0.5 s poll, i.e. 200 / 500 / 1,000 jobs/s at C = 10 / 50 / 100.
 * Timestamps have ms resolution; short drains (`--quick`) give rough rates and CPU %.
