@@ -42,7 +42,8 @@ from bench.common import (
 )
 from bench.database import BenchDatabase, prepare
 from bench.growth_report import sizes_label
-from bench.options import Options, default_urls
+from bench.options import Options
+from bench.options import parser as bench_parser
 from bench.probes import limit
 from bench.runner import Step, execute
 from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker
@@ -309,17 +310,12 @@ async def run(opts: Options, plan: Plan) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    database_url, redis_url = default_urls()
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.growth",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = bench_parser(
+        "python -m bench.growth",
+        __doc__,
+        quick="about a minute",
+        output="growth.json, performance-growth.png and growth.md",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians are over these)")
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (about a minute)")
-    parser.add_argument("--database-url", default=database_url, help="the bench database")
-    parser.add_argument("--redis-url", default=redis_url, help="the bench's Redis logical db")
-    parser.add_argument("--output", type=Path, help="write the outputs here instead")
     return parser.parse_args(argv)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,3 +49,18 @@ def default_urls() -> tuple[str, str]:
         os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
         os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
     )
+
+
+def parser(prog: str, description: str | None, quick: str, output: str) -> argparse.ArgumentParser:
+    """The options every bench command has: rounds, a quick smoke run, where it measures and where
+    it writes (``output``: what ``--output`` replaces)."""
+    database_url, redis_url = default_urls()
+    found = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    found.add_argument("--rounds", type=int, default=3, help="rounds (medians are over these)")
+    found.add_argument("--quick", action="store_true", help=f"a tiny smoke run ({quick})")
+    found.add_argument("--database-url", default=database_url, help="the bench database")
+    found.add_argument("--redis-url", default=redis_url, help="the bench's Redis logical db")
+    found.add_argument("--output", type=Path, help=f"write {output} here instead")
+    return found

@@ -162,6 +162,66 @@ def headline_table(data: dict[str, Any]) -> str:
     return table(header, rows)
 
 
+def targets_table(data: dict[str, Any]) -> str:
+    """The issue's targets for one worker process, and what this run reached (worst case over C)."""
+    entries: dict[str, Entry] = data["measurements"]
+    cs: list[int] = data["options"]["concurrencies"]
+    found: dict[str, dict[str, float | None]] = data["ratios"]
+
+    def worst(name: str) -> float | None:
+        values = [found[str(c)][name] for c in cs]
+        return None if any(v is None for v in values) else min(v for v in values if v is not None)
+
+    peaks = [value(entries, f"drain:ours:{k}:{c}", "peak_rss_mb") for k in JOB_KINDS for c in cs]
+    peak = max((p for p in peaks if p is not None), default=None)
+    checks = [
+        ("DB job, ours / SAQ (lowest over C)", "≥ 2.0", worst("ours/saq:db"), 2, 2.0, True),
+        (
+            "DB job, ours / raw pool limit (lowest over C)",
+            "≥ 0.4",
+            worst("ours/limit:db"),
+            2,
+            0.4,
+            True,
+        ),
+        (
+            "enqueue → finish p50 at 200 jobs/s, ms",
+            "≤ 5",
+            value(entries, "latency:ours", "p50_ms"),
+            0,
+            5.0,
+            False,
+        ),
+        (
+            "idle CPU, % of a core",
+            "≤ 2",
+            value(entries, "idle:ours", "idle_cpu_pct"),
+            2,
+            2.0,
+            False,
+        ),
+        (
+            "bulk enqueue, jobs/s",
+            "≥ 20,000",
+            value(entries, "enqueue:ours:bulk", "jobs_per_s"),
+            0,
+            20_000,
+            True,
+        ),
+        ("worker peak RSS over the drains, MB", "≤ 60", peak, 1, 60.0, False),
+    ]
+    rows = []
+    for label, target, reached, digits, bound, at_least in checks:
+        if reached is None:
+            verdict = "not measured"
+        else:
+            verdict = (
+                "met" if (reached >= bound if at_least else reached <= bound) else "**missed**"
+            )
+        rows.append([label, target, num(reached, digits), verdict])
+    return table(["target (one worker process)", "wanted", "this run", "verdict"], rows)
+
+
 def ratio_table(data: dict[str, Any]) -> str:
     cs: list[int] = data["options"]["concurrencies"]
     found: dict[str, dict[str, float | None]] = data["ratios"]
@@ -343,6 +403,8 @@ def console_summary(data: dict[str, Any]) -> str:
         ),
         headline_table(data),
         "\n",
+        targets_table(data),
+        "\n",
         ratio_table(data),
         "\n",
         latency_table(data),
@@ -493,6 +555,9 @@ C is the concurrency: arq's `max_jobs`, this worker's `WORKER_MAX_JOBS`, SAQ's `
 number of client coroutines for the limit. Every pool has at most min(C, 20) connections.
 
 {headline_table(data)}
+## Targets
+
+{targets_table(data)}
 ## Ratios
 
 {ratio_table(data)}

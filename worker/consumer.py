@@ -6,7 +6,7 @@ replaces it (arq's loop keeps its housekeeping: health records, cron, burst, sig
 
 * one Lua script claims up to all free slots at once (the same ``arq:in-progress`` / ``arq:retry``
   keys arq uses, so plain arq workers and clients still interoperate);
-* finished jobs are recorded in arq's result format, many per pipelined transaction;
+* finished jobs are recorded in arq's result format, many per call of one Lua script (atomic);
 * an idle consumer blocks on ``<queue>:wake``, which this project's producers push to, so a job starts
   within a millisecond or so of its enqueue instead of up to ``poll_delay`` later;
 * the claim script also returns arq's abort set (``arq:abort``, only when it is not empty): a running
@@ -52,9 +52,13 @@ logger = logging.getLogger(__name__)
 
 
 # Claims up to ARGV[2] due jobs: every due id without an in-progress key gets one (the lease), its
-# try counter incremented, and its payload read. With nothing to claim it returns the next due time.
-# When arq's abort set is not empty it also returns its ids (entries older than ARGV[4] ms are
-# dropped), and a claimed job found there is flagged and taken out of it.
+# try counter incremented, its payload read, and its score moved to the lease's end (so claims skip
+# running jobs without reading them, and a crashed worker's job is due again when its lease ends;
+# LEASE_RENEW_SCRIPT moves both on). Returns each job's score as it was. With nothing to claim it
+# returns the next due time. When arq's abort set is not empty it also returns its ids (entries
+# older than ARGV[4] ms are dropped), and a claimed job found there is flagged and taken out of it.
+# Due jobs that do have an in-progress key (a plain arq worker runs them) are stepped over, at most
+# a few thousand per call.
 CLAIM_SCRIPT = """
 local queue, now, limit, lease = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local aborts = false
@@ -62,25 +66,27 @@ if redis.call('ZCARD', 'arq:abort') > 0 then
   redis.call('ZREMRANGEBYSCORE', 'arq:abort', '-inf', tonumber(now) - tonumber(ARGV[4]))
   aborts = redis.call('ZRANGE', 'arq:abort', 0, 999)
 end
-local claimed, offset, page = {}, 0, 200
-while #claimed < limit and offset < 2000 do
-  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
+local claimed, skipped, page = {}, 0, 200
+local lease_end = tonumber(now) + tonumber(lease)
+while #claimed < limit and skipped < 2000 do
+  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', skipped, page)
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
     local in_progress = 'arq:in-progress:' .. id
-    if redis.call('EXISTS', in_progress) == 0 then
+    if #claimed < limit and redis.call('EXISTS', in_progress) == 0 then
       redis.call('PSETEX', in_progress, lease, '1')
+      redis.call('ZADD', queue, 'XX', lease_end, id)
       local retry = 'arq:retry:' .. id
       local try = redis.call('INCR', retry)
       redis.call('EXPIRE', retry, 88400)
       local aborted = 0
       if aborts and redis.call('ZREM', 'arq:abort', id) == 1 then aborted = 1 end
       claimed[#claimed + 1] = {id, ids[i + 1], try, aborted, redis.call('GET', 'arq:job:' .. id)}
-      if #claimed >= limit then break end
+    elseif #claimed < limit then
+      skipped = skipped + 1  -- stays in the due range: the next page starts after it
     end
   end
-  offset = offset + page
 end
 local next_due = false
 if #claimed == 0 and limit > 0 then
@@ -95,7 +101,8 @@ return {claimed, next_due, aborts}
 # job id, result (arq's format; '' = none), result TTL in ms ('' = forever), new score (retries),
 # cron (1/0), aborted (1/0), a recent-failures entry ('' = none). Kinds: "finish" (a result, or
 # none when it is not kept; the job's keys deleted), "expired" (the same, never a result),
-# "retry" (back in the queue at the new score), "requeue" (shutdown: due again now).
+# "retry" (back in the queue at the new score), "requeue" (shutdown: due again at the new score,
+# now).
 FINISH_SCRIPT = f"""
 local queue, failures, keep_failures = KEYS[1], KEYS[2], tonumber(ARGV[1])
 local failed = false
@@ -109,8 +116,9 @@ for i = 2, #ARGV, 8 do
   if kind == 'retry' then
     redis.call('DEL', in_progress)
     redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
-  elseif kind == 'requeue' then
+  elseif kind == 'requeue' then  -- due again now (its score was its lease's end)
     redis.call('DEL', in_progress)
+    redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
   else
     if ARGV[i + 6] == '1' then redis.call('ZREM', '{abort_jobs_ss}', id) end
     if result ~= '' then

@@ -90,7 +90,7 @@ class Sources:
     async def overview(self) -> dict[str, Any]:
         assert self.redis is not None
         queue = self.config.queue_name
-        stats = await queue_stats(self.redis, queue)
+        stats = await queue_stats(self.redis, queue, self.config.job_lease)
         records = await read_workers(self.redis, queue)
         live = [w for w in records if w["live"]]
         in_progress = [{**job, "worker": w["id"]} for w in live for job in (w.get("jobs") or [])]

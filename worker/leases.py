@@ -1,10 +1,15 @@
 """Job leases: a running job's ``arq:in-progress`` key lives ``JOB_LEASE`` seconds and a heartbeat
-renews it, so a crashed worker's job runs again within the lease instead of ``job_timeout + 10 s``."""
+renews it, so a crashed worker's job runs again within the lease instead of ``job_timeout + 10 s``.
+
+The claim (``worker/consumer.py``) also moves a running job's score in the queue to its lease's end,
+and the heartbeat moves it on with the key: a crashed worker's job is due again exactly when its
+lease ends, and claims never have to step over running jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -16,12 +21,27 @@ logger = logging.getLogger(__name__)
 
 LEASE_SET_KEY = "lease_set"  # in a job's ctx: the claim already gave the job its lease
 
+# KEYS[1] = the queue; ARGV[1] = the lease in ms, ARGV[2] = now in ms, then the job ids. A job whose
+# in-progress key still exists (PEXPIRE never re-creates one arq already deleted) keeps its lease
+# and is due again at the lease's end.
+LEASE_RENEW_SCRIPT = f"""
+local lease_end = tonumber(ARGV[2]) + tonumber(ARGV[1])
+for i = 3, #ARGV do
+  if redis.call('PEXPIRE', '{in_progress_key_prefix}' .. ARGV[i], ARGV[1]) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', lease_end, ARGV[i])
+  end
+end
+return 0
+"""
+
 
 class LeaseKeeper:
     """Holds the leases of this worker's running jobs and renews them all in one round trip."""
 
-    def __init__(self, redis: Redis, lease: float) -> None:
+    def __init__(self, redis: Redis, lease: float, queue: str) -> None:
         self.redis = redis
+        self.queue = queue
+        self.renew_script = redis.register_script(LEASE_RENEW_SCRIPT)
         self.lease_ms = int(lease * 1000)
         self.interval = lease / 3
         # A count per job: a stalled worker may run two tries of one job at once.
@@ -42,13 +62,11 @@ class LeaseKeeper:
             del self.held[job_id]
 
     async def renew(self) -> None:
-        """Extend every held lease (PEXPIRE never re-creates a key arq already deleted)."""
+        """Extend every held lease, and the due time of its job with it (one script call)."""
         if not self.held:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in self.held:
-                pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
-            await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        await self.renew_script([self.queue], [self.lease_ms, now_ms, *self.held])
 
     async def run(self) -> None:
         """Renew leases every third of the lease until cancelled; Redis errors are logged, not fatal."""

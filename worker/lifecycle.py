@@ -52,7 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt = Runtime(
         config=config,
         redis=redis,
-        leases=LeaseKeeper(redis, config.job_lease),
+        leases=LeaseKeeper(redis, config.job_lease, config.queue_name),
         dead_letters=DeadLetterStore(pool, redis, config.queue_name),
         known=ctx.get("known_jobs", sorted(JOBS_BY_NAME)),
         metrics=metrics,

@@ -221,7 +221,7 @@ class Operations:
         queue = None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
-                stats = await queue_stats(self.redis, self.config.queue_name)
+                stats = await queue_stats(self.redis, self.config.queue_name, self.config.job_lease)
             queue = QueueGauges(stats.due, stats.scheduled, stats.oldest_waiting_age)
         except (RedisError, OSError, TimeoutError):
             self.metrics.redis_error("metrics")

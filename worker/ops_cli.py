@@ -154,7 +154,7 @@ async def dead_letter_counts(config: Config) -> dict[str, Any]:
 
 async def gather_status(config: Config, redis: ArqRedis) -> dict[str, Any]:
     queue = config.queue_name
-    stats = await queue_stats(redis, queue)
+    stats = await queue_stats(redis, queue, config.job_lease)
     workers = await read_workers(redis, queue)
     live = [w for w in workers if w["live"]]
     return {

@@ -1,8 +1,10 @@
 """The state of a queue in one round trip: due and scheduled jobs, and the oldest waiting one.
 
-arq keeps a job in the queue's sorted set (scored by its due time) until it is done, so "due" counts
-the jobs running as well as those waiting; the script tells them apart by their in-progress keys,
-within the first ``SAMPLE`` due jobs (running jobs are the oldest, so they come first).
+arq keeps a job in the queue's sorted set until it is done. A job this worker runs has its score
+moved to its lease's end (worker/leases.py), so it sits just ahead of now; one a plain arq worker
+runs keeps its due time, at the front. The script finds both by their in-progress keys (within the
+first ``SAMPLE`` entries of each range; beyond it, this worker's running jobs are estimated from the
+sample's share) and counts running jobs as due, as arq's own view does.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 SAMPLE = 1000
+CLOCK_SLACK_MS = 5000  # workers' clocks may be ahead of this one's
 
 QUEUE_STATS_SCRIPT = """
-local queue, now, sample = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local queue, now, sample, horizon = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZCOUNT', queue, '-inf', now)
 local total = redis.call('ZCARD', queue)
 local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, sample)
@@ -27,7 +30,15 @@ for i = 1, #ids, 2 do
     oldest = ids[i + 1]
   end
 end
-return {due, total - due, running, oldest}
+local ahead = redis.call('ZRANGEBYSCORE', queue, '(' .. now, horizon, 'LIMIT', 0, sample)
+local leased = 0
+for i = 1, #ahead do
+  if redis.call('EXISTS', 'arq:in-progress:' .. ahead[i]) == 1 then leased = leased + 1 end
+end
+if #ahead == sample then  -- more than the sample: the same share of all of them
+  leased = math.floor(leased * redis.call('ZCOUNT', queue, '(' .. now, horizon) / sample + 0.5)
+end
+return {due + leased, total - due - leased, running + leased, oldest}
 """
 
 
@@ -37,7 +48,7 @@ class QueueStats:
 
     due: int  # due now: waiting, or running (arq removes a job when it is done)
     scheduled: int  # due later: deferred jobs and retries in backoff
-    running: int  # due jobs with an in-progress key (within the first SAMPLE due jobs)
+    running: int  # jobs with an in-progress key (within the first SAMPLE of each range)
     oldest_waiting_age: float  # the oldest due job that no worker runs; 0 when none waits
 
     @property
@@ -45,11 +56,12 @@ class QueueStats:
         return max(self.due - self.running, 0)
 
 
-async def queue_stats(redis: Redis, queue: str) -> QueueStats:
-    """Read ``queue``'s state (one EVAL)."""
+async def queue_stats(redis: Redis, queue: str, lease: float) -> QueueStats:
+    """Read ``queue``'s state (one EVAL); ``lease`` is the workers' JOB_LEASE in seconds."""
     now_ms = int(time.time() * 1000)
+    horizon = now_ms + int(lease * 1000) + CLOCK_SLACK_MS
     due, scheduled, running, oldest = await redis.eval(  # type: ignore[misc]
-        QUEUE_STATS_SCRIPT, 1, queue, str(now_ms), str(SAMPLE)
+        QUEUE_STATS_SCRIPT, 1, queue, str(now_ms), str(SAMPLE), str(horizon)
     )
     age = max(now_ms - float(oldest), 0.0) / 1000 if oldest else 0.0
     return QueueStats(int(due), int(scheduled), int(running), age)

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis_py
 
-from tests.conftest import ADMIN_URL
+from tests.conftest import ADMIN_URL, REDIS_URL
 from tests.faults.conftest import FAULT_ENV, counters, fault_tables, pg_proxy, redis_proxy, spawn
 from worker.config import Config
 from worker.database import with_database
@@ -108,6 +108,26 @@ async def _drop_databases(prefix: str) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def run_quick_bench(module: str, database_url: str, out: Path, *args: str, timeout: float) -> str:
+    """``python -m <module> --quick --rounds 1`` into ``out``; its standard output (fails the test,
+    with the end of its standard error, when it exits non-zero)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", module, "--quick", "--rounds", "1", "--output", str(out)),
+            *("--database-url", database_url, "--redis-url", REDIS_URL, *args),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
 
 
 @pytest.fixture

@@ -4,36 +4,18 @@ section and PNG. Correctness only: no speed is ever asserted here."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import ROOT
-from tests.conftest import REDIS_URL
+from tests.acceptance.conftest import run_quick_bench
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(300)]
 
 
 def test_quick_growth_sweep_writes_every_output(bench_database: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.growth", "--quick", "--rounds", "1"),
-            *("--output", str(out), "--database-url", bench_database, "--redis-url", REDIS_URL),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "How cost grows" in done.stdout
+    assert "How cost grows" in run_quick_bench("bench.growth", bench_database, out, timeout=280)
 
     data = json.loads((out / "growth.json").read_text())
     plan, entries = data["plan"], data["measurements"]

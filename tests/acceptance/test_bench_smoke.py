@@ -4,15 +4,12 @@ writes its JSON, markdown and PNG. Correctness only: no speed is ever asserted h
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REDIS_URL
+from tests.acceptance.conftest import run_quick_bench
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(240)]
 
@@ -29,22 +26,14 @@ def _median(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 def test_quick_bench_writes_every_output(bench_database: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--output", str(out)),
-            *("--database-url", bench_database, "--redis-url", REDIS_URL),
-            *("--users", "2000", "--jobs", "200", "--concurrency", "10"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    stdout = run_quick_bench(
+        "bench",
+        bench_database,
+        out,
+        *("--users", "2000", "--jobs", "200", "--concurrency", "10"),
         timeout=220,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "ours / SAQ" in done.stdout
+    assert "ours / SAQ" in stdout
 
     data = json.loads((out / "latest.json").read_text())
     concurrencies = data["options"]["concurrencies"]

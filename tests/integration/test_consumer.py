@@ -16,7 +16,11 @@ from tests.conftest import RunWorker
 from worker import codec
 from worker.client import JobClient
 from worker.config import Config
+from worker.consumer import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
+from worker.leases import LeaseKeeper
+from worker.queue_stats import queue_stats
 from worker.redis_settings import redis_settings
+from worker.wire import enqueue_many
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +85,53 @@ async def test_an_idle_consumer_wakes_on_enqueue(
     finally:
         worker_task.cancel()
         await asyncio.gather(worker_task, return_exceptions=True)
+
+
+async def test_claims_move_running_jobs_out_of_the_due_range(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """A claimed job is due again at its lease's end, so no number of running jobs hides a waiting
+    one from the next claim, and queue stats still count the running ones."""
+    running = [
+        (f"run-{i}-{uuid.uuid4().hex[:6]}", {"f": "get_user", "a": [], "k": {}})
+        for i in range(2_500)
+    ]
+    await enqueue_many(arq_redis, config.queue_name, running)
+    claim = arq_redis.register_script(CLAIM_SCRIPT)
+    now = int(time.time() * 1000)
+    claimed, _, _ = await claim(
+        keys=[config.queue_name], args=[now, 2_500, 60_000, ABORT_MAX_AGE_MS]
+    )
+    assert len(claimed) == 2_500
+    scores = {
+        score for _, score in await arq_redis.zrange(config.queue_name, 0, -1, withscores=True)
+    }
+    assert scores == {now + 60_000}
+    stats = await queue_stats(arq_redis, config.queue_name, lease=60)
+    assert (stats.running, stats.waiting, stats.scheduled) == (2_500, 0, 0)  # beyond SAMPLE: scaled
+
+    late = f"late-{uuid.uuid4().hex[:6]}"
+    await enqueue_many(arq_redis, config.queue_name, [(late, {"f": "get_user", "a": [], "k": {}})])
+    [entry], _, _ = await claim(
+        keys=[config.queue_name], args=[int(time.time() * 1000), 10, 60_000, ABORT_MAX_AGE_MS]
+    )
+    assert entry[0].decode() == late
+
+
+async def test_a_lease_renewal_moves_the_due_time_only_of_running_jobs(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    jobs = [
+        (f"lease-{i}-{uuid.uuid4().hex[:6]}", {"f": "get_user", "a": [], "k": {}}) for i in range(2)
+    ]
+    await enqueue_many(arq_redis, config.queue_name, jobs)
+    (running, _), (finished, _) = jobs
+    await arq_redis.psetex(f"arq:in-progress:{running}", 60_000, b"1")
+    keeper = LeaseKeeper(arq_redis, 2.0, config.queue_name)
+    keeper.held.update([running, finished])
+    before = int(time.time() * 1000)
+    await keeper.renew()
+    assert 0 < await arq_redis.pttl(f"arq:in-progress:{running}") <= 2_000
+    assert await arq_redis.zscore(config.queue_name, running) >= before + 2_000
+    assert await arq_redis.zscore(config.queue_name, finished) <= before  # not running: untouched
+    assert await arq_redis.exists(f"arq:in-progress:{finished}") == 0  # never re-created

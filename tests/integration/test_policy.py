@@ -13,7 +13,8 @@ import pytest
 from arq.connections import ArqRedis
 
 from tests.conftest import RunWorker
-from tests.faults.jobs import FAULT_JOBS, SCHEMA
+from tests.faults.conftest import fault_tables
+from tests.faults.jobs import FAULT_JOBS
 from tests.faults.proxy import Proxy
 from worker import dead_letters
 from worker.config import Config
@@ -21,15 +22,7 @@ from worker.dead_letters import DeadLetter, DeadLetterStore
 from worker.functions import arq_function
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def tables(pool: asyncpg.Pool[asyncpg.Record]) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(SCHEMA)
-        await conn.execute(
-            "TRUNCATE fault_runs, fault_effects, job_effects, job_claims, dead_letters"
-        )
+__all__ = ["fault_tables"]  # the fault suite's fixture, used here too
 
 
 @pytest.fixture
@@ -54,7 +47,7 @@ async def tries(pool: asyncpg.Pool[asyncpg.Record], key: str) -> list[int]:
 
 
 async def test_transient_errors_are_retried_until_success(
-    tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
+    fault_tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
 ) -> None:
     key = uuid.uuid4().hex
     job = await arq_redis.enqueue_job("fault_write", key=key, fail_tries=2)  # MAX_TRIES=3
@@ -68,7 +61,7 @@ async def test_transient_errors_are_retried_until_success(
 
 
 async def test_exhausted_tries_are_dead_lettered(
-    tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
+    fault_tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
 ) -> None:
     key = uuid.uuid4().hex
     job = await arq_redis.enqueue_job("fault_write", key=key, fail_tries=99)
@@ -82,7 +75,7 @@ async def test_exhausted_tries_are_dead_lettered(
 
 
 async def test_permanent_errors_are_dead_lettered_at_once(
-    tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
+    fault_tables: None, run_with_faults: RunWorker, arq_redis: ArqRedis, pool: asyncpg.Pool
 ) -> None:
     key = uuid.uuid4().hex
     await arq_redis.enqueue_job("fault_write", key=key, fail_permanently=True)
@@ -98,7 +91,7 @@ async def test_permanent_errors_are_dead_lettered_at_once(
 
 
 async def test_replay_runs_a_dead_lettered_job_again(
-    tables: None,
+    fault_tables: None,
     config: Config,
     run_worker: RunWorker,
     run_with_faults: RunWorker,
@@ -133,7 +126,7 @@ async def cut_pool(config: Config) -> AsyncIterator[tuple[asyncpg.Pool, Proxy]]:
 
 
 async def test_dead_letters_wait_in_redis_while_postgres_is_down(
-    tables: None,
+    fault_tables: None,
     config: Config,
     arq_redis: ArqRedis,
     pool: asyncpg.Pool,
