@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench bench-growth lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench bench-growth bench-profile lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,9 @@ bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~12 min)
 
 bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queue depth, table size (~15 min)
 	$(BIN)/python -m bench.growth $(BENCH_ARGS)
+
+bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min)
+	$(BIN)/python -m bench.profile $(BENCH_ARGS)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,174 @@
+"""``python -m bench.profile`` (``make bench-profile``): where a job's time goes in this worker.
+
+Enqueues N ``get_user`` jobs, then runs the real worker (``arq bench.ours_settings.BenchSettings
+--burst``) under py-spy, sampling its Python stacks while it drains them. Prints the functions with
+the largest share of samples, on their own (self) and with what they call (inclusive), grouped into
+the parts of a job (asyncpg, Redis client, pydantic, JSON, asyncio, this worker's code), and writes
+the raw collapsed stacks to ``--output`` (bench/results/profile.txt) for a flame graph
+(``flamegraph.pl`` or https://www.speedscope.app).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from bench.common import ROOT, decode_json, delete_tagged, new_tag, out, read_arq_results, say
+from bench.database import prepare
+from bench.options import default_urls
+from bench.procs import child_env
+from bench.report import table
+from bench.systems import OURS_SETTINGS, ours_bulk_enqueue
+
+# Which part of the work a frame belongs to, by the file it is in (first match wins).
+PARTS = (
+    ("asyncpg", r"/asyncpg/"),
+    ("Redis client", r"/redis/"),
+    ("pydantic", r"/pydantic"),
+    ("JSON", r"/json/|orjson"),
+    ("prometheus", r"/prometheus_client/"),
+    ("asyncio", r"/asyncio/|uvloop"),
+    ("arq", r"/arq/"),
+    ("this worker", r"worker/|jobs/"),
+)
+FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*?)(:\d+)?\)$")
+
+
+def part_of(file: str) -> str:
+    for name, pattern in PARTS:
+        if re.search(pattern, file):
+            return name
+    return "other"
+
+
+def _short(frame: str) -> str:
+    """``fn (/long/path/site-packages/pkg/mod.py:12)`` -> ``fn (pkg/mod.py:12)``; this checkout's
+    files relative to it."""
+    frame = frame.replace(f"({ROOT}/", "(")
+    return re.sub(r"\(.*/(site-packages|lib/python3\.\d+)/", "(", frame)
+
+
+def summarize(stacks: Iterable[str], top: int) -> tuple[int, list[list[str]], list[list[str]]]:
+    """From py-spy's raw output (``frame;frame;... count`` lines): total samples, the rows of the
+    parts table (self time by part) and of the top frames table."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    parts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in stacks:
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+        found = FRAME.match(stack.split(";")[-1])
+        parts[part_of(found.group("file") if found else "")] += n
+    if not total:
+        return 0, [], []
+    part_rows = [[name, f"{100 * n / total:.1f} %"] for name, n in parts.most_common()]
+    frame_rows = [
+        [frame, f"{100 * own[frame] / total:.1f} %", f"{100 * inclusive[frame] / total:.1f} %"]
+        for frame, _ in own.most_common(top)
+    ]
+    return total, part_rows, frame_rows
+
+
+async def enqueue(redis: Redis, queue: str, jobs: int, max_user_id: int) -> None:
+    await ours_bulk_enqueue(
+        redis,
+        queue,
+        [
+            (f"{queue}-{i}", {"f": "get_user", "a": [], "k": {"user_id": 1 + i % max_user_id}})
+            for i in range(jobs)
+        ],
+    )
+
+
+def record(py_spy: str, env: dict[str, str], rate: int, raw: Path) -> None:
+    argv = [
+        *(py_spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw)),
+        *("--nonblocking", "--", sys.executable, "-m", "arq", OURS_SETTINGS, "--burst"),
+    ]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"py-spy failed ({done.returncode}):\n{done.stderr[-3000:]}")
+
+
+async def run(args: argparse.Namespace) -> Path:
+    db = await prepare(args.database_url, args.users, show=True)
+    redis = Redis.from_url(args.redis_url)
+    tag = new_tag()
+    queue = f"{tag}:queue"
+    try:
+        await enqueue(redis, queue, args.jobs, db.max_user_id)
+        env = child_env(
+            {
+                "DATABASE_URL": db.url,
+                "REDIS_URL": args.redis_url,
+                "QUEUE_NAME": queue,
+                "CRON_DEACTIVATE": "",
+                "METRICS_PORT": "0",
+                "WORKER_MAX_JOBS": str(args.concurrency),
+                "PG_POOL_MAX_SIZE": str(min(args.concurrency, 20)),
+            }
+        )
+        say(f"draining {args.jobs:,} get_user jobs under py-spy (max_jobs {args.concurrency})")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(record, args.py_spy, env, args.rate, args.output)
+        ids = [f"{queue}-{i}" for i in range(args.jobs)]
+        done = await read_arq_results(redis, ids, decode_json)
+        if len(done) != args.jobs:
+            raise SystemExit(f"only {len(done)} of {args.jobs} jobs have a result")
+    finally:
+        await delete_tagged(redis, tag)
+        await redis.aclose()
+    return Path(args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    database_url, redis_url = default_urls()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--jobs", type=int, default=30_000, help="jobs drained (default 30,000)")
+    parser.add_argument("--concurrency", type=int, default=50, help="WORKER_MAX_JOBS (default 50)")
+    parser.add_argument("--users", type=int, default=100_000, help="users in the bench table")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25, help="frames listed")
+    parser.add_argument("--database-url", default=database_url, help="the bench database")
+    parser.add_argument("--redis-url", default=redis_url, help="the bench's Redis logical db")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "bench/results/profile.txt", help="raw stacks"
+    )
+    args = parser.parse_args(argv)
+    args.py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+        "py-spy"
+    )
+    if args.py_spy is None:
+        raise SystemExit("py-spy is not installed: run `make install` (it is a dev dependency)")
+    raw = asyncio.run(run(args))
+    total, parts, frames = summarize(raw.read_text().splitlines(), args.top)
+    out(f"\n{total:,} samples of the worker's stacks ({raw})\n\nSelf time by part of the work:\n\n")
+    out(table(["part", "share of samples"], parts))
+    out("\nTop frames by self time:\n\n")
+    out(table(["frame", "self", "inclusive"], frames))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
