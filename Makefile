@@ -72,10 +72,10 @@ test: lint typecheck pytest  ## everything CI checks
 test-faults: install  ## only the fault suite (F1-F16): worker processes under crashes and outages
 	$(BIN)/pytest -m faults
 
-bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~12 min): docs/performance.md
+bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~9 min): docs/performance.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queue depth, table size (~15 min)
+bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queue depth, table size (~5 min)
 	$(BIN)/python -m bench.growth $(BENCH_ARGS)
 
 bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min)

@@ -45,6 +45,7 @@ from bench.growth_report import sizes_label
 from bench.options import Options
 from bench.options import parser as bench_parser
 from bench.probes import limit
+from bench.procs import postgres_cpu_seconds
 from bench.runner import Step, execute
 from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker
 from worker.database import with_database
@@ -104,7 +105,7 @@ async def fleet_drain(
     procs = [
         ours_worker(target, queue, f"{tag}-w{i}", settings, burst=burst) for i in range(processes)
     ]
-    redis_cpu0 = await _redis_cpu(target.redis)
+    redis_cpu0, pg_cpu0 = await _redis_cpu(target.redis), postgres_cpu_seconds()
     try:
         for proc in procs:
             await proc.start()
@@ -112,9 +113,11 @@ async def fleet_drain(
             codes = [await proc.wait(timeout=60 + jobs / 20) for proc in procs]
             if any(code != 0 for code in codes):
                 raise BenchError(f"a worker exited with {codes}:\n{procs[0].log_tail()}")
+            await asyncio.sleep(0.3)  # the workers' backends end and are counted in the postmaster
         else:
             await _until_done(target.redis, measured, timeout=60 + jobs / 20)
         redis_cpu = await _redis_cpu(target.redis) - redis_cpu0
+        pg_cpu = postgres_cpu_seconds() - pg_cpu0
     finally:
         for proc in procs:
             await proc.stop()
@@ -135,6 +138,9 @@ async def fleet_drain(
         # Over the whole run (start-up and the filler jobs run after the measured ones included):
         # an upper bound of what the queue costs Redis per job.
         "redis_cpu_us_per_job": 1e6 * redis_cpu / len(timings),
+        # The same for every PostgreSQL process (the bench's samplers included; if others use the
+        # server meanwhile, theirs too).
+        "pg_cpu_us_per_job": 1e6 * pg_cpu / len(timings),
         "redis_bytes_per_waiting_job": memory_per_job if depth > jobs else None,
     }
 

@@ -35,6 +35,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every local PostgreSQL process so far, ended backends included (the
+    postmaster's children's time). Only meaningful as a difference, on a box of its own."""
+    total = 0.0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue
+        if not stat[stat.index("(") + 1 :].startswith("postgres"):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15]) / CLK_TCK
+    return total
+
+
 def memory_kb(pid: int, field_name: str = "VmHWM") -> int | None:
     """A memory figure of /proc/<pid>/status in kB (VmHWM: peak RSS; VmRSS: current)."""
     try:
