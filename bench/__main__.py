@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench import growth_report, report
-from bench.common import ROOT, cpu_count, delete_tagged, out, run_tag, say
+from bench.common import ROOT, delete_tagged, out, run_meta, run_tag, say
 from bench.database import prepare
 from bench.options import Options
 from bench.options import parser as bench_parser
@@ -135,15 +134,10 @@ async def run(opts: Options) -> dict[str, Any]:
     versions["postgresql"] = db.server_version
     return {
         "meta": {
-            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": asyncio.get_running_loop().time() - t0,
-            "rounds": opts.rounds,
-            "quick": opts.quick,
+            **run_meta(started, asyncio.get_running_loop().time() - t0, opts.rounds, opts.quick),
             "git": git,
             "worker_source_digest": digest,
             "worker_changed_during_run": source_digest() != digest,
-            "cpus": cpu_count(),
-            "load_average": os.getloadavg(),
             "users": db.users,
             "max_connections": db.max_connections,
             "redis_url": mask_url(opts.redis_url),

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,18 @@ async def read_arq_results(
             except (KeyError, TypeError, ValueError):
                 continue
     return timings
+
+
+def run_meta(started: datetime, elapsed: float, rounds: int, quick: bool) -> dict[str, Any]:
+    """What every bench run records about itself: when, how long, how many rounds, on what box."""
+    return {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": elapsed,
+        "rounds": rounds,
+        "quick": quick,
+        "cpus": cpu_count(),
+        "load_average": os.getloadavg(),
+    }
 
 
 def now() -> float:

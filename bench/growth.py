@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -32,11 +31,11 @@ from redis.asyncio import Redis
 from bench import growth_report, report
 from bench.common import (
     ROOT,
-    cpu_count,
     decode_json,
     delete_tagged,
     out,
     read_arq_results,
+    run_meta,
     run_tag,
     say,
 )
@@ -201,31 +200,24 @@ def plan_steps(target: Target, plan: Plan, dbs: dict[int, BenchDatabase]) -> lis
     """Every point of every sweep, as bench.runner steps (keys ``<sweep>:<point>``)."""
     n = plan.jobs
     est = n / 3000 + 4
+    fixed_pool, fixed_jobs = POOL_OF_MAX_JOBS_SWEEP, MAX_JOBS_OF_POOL_SWEEP
+
+    def drain(key: str, label: str, settings: dict[str, str], processes: int = 1) -> Step:
+        jobs = n if processes == 1 else 2 * n  # the processes sweep: twice the jobs
+        run = partial(fleet_drain, target, settings, processes, jobs, jobs)
+        return Step(key, label, est + (jobs - n) / 3000 + processes, run)
+
     steps = [
-        Step(
-            f"max_jobs:{m}",
-            f"max_jobs={m} pool={POOL_OF_MAX_JOBS_SWEEP}",
-            est,
-            partial(fleet_drain, target, _settings(m, POOL_OF_MAX_JOBS_SWEEP), 1, n, n),
-        )
+        drain(f"max_jobs:{m}", f"max_jobs={m} pool={fixed_pool}", _settings(m, fixed_pool))
         for m in plan.max_jobs
     ]
     steps += [
-        Step(
-            f"pool:{p}",
-            f"pool={p} max_jobs={MAX_JOBS_OF_POOL_SWEEP}",
-            est,
-            partial(fleet_drain, target, _settings(MAX_JOBS_OF_POOL_SWEEP, p), 1, n, n),
-        )
+        drain(f"pool:{p}", f"pool={p} max_jobs={fixed_jobs}", _settings(fixed_jobs, p))
         for p in plan.pools
     ]
+    fleet = _settings(FLEET_MAX_JOBS, FLEET_POOL)
     steps += [
-        Step(
-            f"processes:{k}",
-            f"{k} process(es) x max_jobs={FLEET_MAX_JOBS}",
-            2 * n / 3000 + 4 + k,
-            partial(fleet_drain, target, _settings(FLEET_MAX_JOBS, FLEET_POOL), k, 2 * n, 2 * n),
-        )
+        drain(f"processes:{k}", f"{k} process(es) x max_jobs={FLEET_MAX_JOBS}", fleet, k)
         for k in plan.processes
     ]
     default = _settings(DEFAULT_MAX_JOBS, DEFAULT_POOL)
@@ -296,12 +288,7 @@ async def run(opts: Options, plan: Plan) -> dict[str, Any]:
         await redis.aclose()
     return {
         "meta": {
-            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": asyncio.get_running_loop().time() - t0,
-            "rounds": opts.rounds,
-            "quick": opts.quick,
-            "cpus": cpu_count(),
-            "load_average": os.getloadavg(),
+            **run_meta(started, asyncio.get_running_loop().time() - t0, opts.rounds, opts.quick),
             "users": main_db.users,
         },
         "plan": dataclasses.asdict(plan),

@@ -110,14 +110,14 @@ async def _drop_databases(prefix: str) -> None:
         await conn.close()
 
 
-def run_quick_bench(module: str, database_url: str, out: Path, *args: str, timeout: float) -> str:
-    """``python -m <module> --quick --rounds 1`` into ``out``; its standard output (fails the test,
-    with the end of its standard error, when it exits non-zero)."""
+def run_bench(module: str, database_url: str, *args: str, timeout: float) -> str:
+    """``python -m <module> <args>`` on ``database_url`` and the tests' Redis; its standard output
+    (fails the test, with the end of its standard error, when it exits non-zero)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
     done = subprocess.run(
         [
-            *(sys.executable, "-m", module, "--quick", "--rounds", "1", "--output", str(out)),
-            *("--database-url", database_url, "--redis-url", REDIS_URL, *args),
+            *(sys.executable, "-m", module, *args),
+            *("--database-url", database_url, "--redis-url", REDIS_URL),
         ],
         cwd=ROOT,
         env=env,

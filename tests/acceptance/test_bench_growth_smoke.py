@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import run_quick_bench
+from tests.acceptance.conftest import run_bench
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(300)]
 
 
 def test_quick_growth_sweep_writes_every_output(bench_database: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert "How cost grows" in run_quick_bench("bench.growth", bench_database, out, timeout=280)
+    args = ("--quick", "--rounds", "1", "--output", str(out))
+    assert "How cost grows" in run_bench("bench.growth", bench_database, *args, timeout=280)
 
     data = json.loads((out / "growth.json").read_text())
     plan, entries = data["plan"], data["measurements"]

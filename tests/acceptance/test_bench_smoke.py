@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import run_quick_bench
+from tests.acceptance.conftest import run_bench
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(240)]
 
@@ -26,10 +26,10 @@ def _median(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 def test_quick_bench_writes_every_output(bench_database: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    stdout = run_quick_bench(
+    stdout = run_bench(
         "bench",
         bench_database,
-        out,
+        *("--quick", "--rounds", "1", "--output", str(out)),
         *("--users", "2000", "--jobs", "200", "--concurrency", "10"),
         timeout=220,
     )
