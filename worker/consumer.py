@@ -171,6 +171,22 @@ class Outcome:
     failure: bytes | None = None  # a line for the recent-failures list (worker/health.py)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One job as the claim script handed it over."""
+
+    job_id: str
+    score: int  # its score in the queue when it was claimed (its due time)
+    job_try: int
+    aborted: bool  # in arq's abort set when claimed: recorded as aborted, never started
+    payload: bytes | None  # None: the payload had expired
+
+    @classmethod
+    def from_entry(cls, entry: list[Any]) -> Claim:
+        payload = entry[4] if len(entry) > 4 else None
+        return cls(entry[0].decode(), int(float(entry[1])), int(entry[2]), entry[3] == 1, payload)
+
+
 @dataclass(slots=True)
 class ActiveJob:
     """A job this consumer is running: what ``status`` and the dashboard list, what abort cancels."""
@@ -351,34 +367,25 @@ class Consumer:
             logger.info("job %s:%s: abort requested, cancelling it", job_id, active.name)
 
     def _start(self, entry: list[Any]) -> None:
-        job_id = entry[0].decode()
-        score, job_try, aborted = int(float(entry[1])), int(entry[2]), entry[3] == 1
-        payload = entry[4] if len(entry) > 4 else None
+        claim = Claim.from_entry(entry)
         self.running += 1
         self.serial += 1
         active = ActiveJob()
-        task = asyncio.create_task(self._run(job_id, score, job_try, payload, active, aborted))
+        task = asyncio.create_task(self._run(claim, active))
         active.task = task
-        self.active[job_id] = active
+        self.active[claim.job_id] = active
         # arq's shutdown waits for and cancels the tasks in Worker.tasks; the key only has to be
         # unique (one process may run two tries of a job when its loop was stalled).
-        self.worker.tasks[f"{job_id}#{self.serial}"] = task
+        self.worker.tasks[f"{claim.job_id}#{self.serial}"] = task
 
     def _record(self, outcome: Outcome) -> None:
         self.pending.append(outcome)
         self.to_write.set()
 
-    async def _run(
-        self,
-        job_id: str,
-        score: int,
-        job_try: int,
-        payload: bytes | None,
-        active: ActiveJob,
-        aborted: bool,
-    ) -> None:
+    async def _run(self, claim: Claim, active: ActiveJob) -> None:
+        job_id = claim.job_id
         try:
-            self._record(await self._execute(job_id, score, job_try, payload, active, aborted))
+            self._record(await self._execute(claim, active))
         except asyncio.CancelledError:
             self.worker.jobs_retried += 1
             self.metrics.job(active.name or "<unknown>").retried.inc()
@@ -392,15 +399,16 @@ class Consumer:
                 del self.active[job_id]
 
     async def _execute(  # noqa: C901  (one job's whole life, kept in one place for speed)
-        self,
-        job_id: str,
-        score: int,
-        job_try: int,
-        payload: bytes | None,
-        active: ActiveJob,
-        aborted: bool,
+        self, claim: Claim, active: ActiveJob
     ) -> Outcome:
         w = self.worker
+        job_id, score, job_try, aborted, payload = (
+            claim.job_id,
+            claim.score,
+            claim.job_try,
+            claim.aborted,
+            claim.payload,
+        )
         if payload is None:
             logger.warning("job %s expired", job_id)
             w.jobs_failed += 1
