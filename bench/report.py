@@ -545,7 +545,8 @@ this page, `docs/performance.png` and `bench/results/latest.json` (every run's n
 All figures come from **one {meta["cpus"]}-core shared machine** on which the bench, the worker,
 Redis and PostgreSQL all run. Each figure is the **median over the rounds**; the runs are listed next
 to it. Every configuration is measured once per round, all systems side by side (round-robin), so
-ratios between rows come from the same period. Read the caveats before quoting a number.
+ratios between rows come from the same period. Read the caveats before quoting a number. Where a
+job's time goes inside the worker: `make bench-profile` (bench/results/profile.md).
 
 ![jobs per second by system and concurrency]({image})
 

@@ -23,7 +23,9 @@ def test_parts_are_told_apart_by_file() -> None:
     assert part_of("create_task (asyncio/tasks.py:384)") == "asyncio"
     assert part_of("Worker.run (arq/worker.py:313)") == "event loop (uvloop, native)"
     assert part_of("Worker.main (arq/worker.py:352)") == "arq"
-    assert part_of("_find_and_load (<frozen importlib._bootstrap>:1176)") == "other"
+    assert part_of("_find_and_load (<frozen importlib._bootstrap>:1176)") == "imports (start-up)"
+    assert part_of("helper (contextlib.py:334)") == "async with (contextlib)"
+    assert part_of("select (selectors.py:468)") == "other"
 
 
 def test_summary_counts_self_and_inclusive_samples() -> None:
