@@ -50,10 +50,18 @@ class Runtime:
     consumer: Consumer | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     ops: Operations | None = None  # health record and /metrics endpoint (worker/operations.py)
+    policies: dict[str | None, RetryPolicy] = field(default_factory=dict)  # by job name
 
     def policy(self, spec: JobSpec[Any, Any] | None = None) -> RetryPolicy:
-        max_tries = spec.max_tries if spec and spec.max_tries else self.config.max_tries
-        return RetryPolicy(max_tries, self.config.retry_backoff_base, self.config.retry_backoff_max)
+        """The retry policy of ``spec`` (the worker's own without one), made once per job name."""
+        name = spec.name if spec else None
+        found = self.policies.get(name)
+        if found is None:
+            max_tries = spec.max_tries if spec and spec.max_tries else self.config.max_tries
+            found = self.policies[name] = RetryPolicy(
+                max_tries, self.config.retry_backoff_base, self.config.retry_backoff_max
+            )
+        return found
 
 
 def runtime(ctx: JobContext) -> Runtime:
