@@ -276,11 +276,14 @@ async def inspect_job(config: Config, redis: ArqRedis, job_id: str) -> dict[str,
         pipe.pttl(in_progress_key_prefix + job_id)
         pipe.zscore(abort_jobs_ss, job_id)
         payload, result, score, tries, lease_ms, abort_at = await pipe.execute()
+    status = await job_status(redis, queue, job_id)
     info: dict[str, Any] = {
         "job_id": job_id,
         "queue": queue,
-        "status": await job_status(redis, queue, job_id),
-        "due_at": when(score),
+        "status": status,
+        # A running job's score is its lease's end: when it is due again should its worker stop.
+        "due_at": None if status == "in_progress" else when(score),
+        "due_again_at": when(score) if status == "in_progress" else None,
         "tries_started": int(tries) if tries else 0,
         "lease_left_s": round(lease_ms / 1000, 3) if lease_ms and lease_ms > 0 else None,
         "abort_requested_at": when(abort_at),

@@ -255,6 +255,37 @@ async def test_status_and_inspect(
     assert missing.returncode == 2 and "No job with id" in missing.stderr
 
 
+async def test_a_running_job_is_shown_running_with_its_lease(
+    spawn: Spawn, config: Config, arq_redis: ArqRedis, counters: Counters
+) -> None:
+    # Its score in the queue is its lease's end (ahead of now), yet it counts as running, not
+    # scheduled, and inspect says when it would be due again.
+    await spawn()
+    job = await arq_redis.enqueue_job("fault_write", key=f"running-{uuid.uuid4().hex[:8]}", hold=4)
+    assert job is not None
+
+    async def running() -> bool:
+        return bool(await arq_redis.exists(f"arq:in-progress:{job.job_id}"))
+
+    await wait_until(running, what="the job to start")
+
+    async def counted() -> dict[str, Any] | None:  # once the worker's record (every 1 s) has it
+        done = await worker_cli(config, "status", "--json")
+        jobs: dict[str, Any] = json.loads(done.stdout)["jobs"]
+        return jobs if jobs["in_progress"] == 1 else None
+
+    assert await wait_until(counted, what="status to count the running job") == {
+        "waiting": 0,
+        "in_progress": 1,
+        "scheduled": 0,
+        "oldest_waiting_age_s": 0,
+    }
+    shown = json.loads((await worker_cli(config, "inspect", job.job_id)).stdout)
+    assert shown["status"] == "in_progress" and shown["due_at"] is None
+    assert shown["due_again_at"] is not None and 0 < shown["lease_left_s"] <= 2
+    assert (await job.result(timeout=20))["job_try"] == 1
+
+
 async def test_commands_say_when_redis_is_unreachable(config: Config) -> None:
     for args in (["status"], ["inspect", "x"], ["abort", "x"], ["health", "--records"]):
         done = await worker_cli(config, *args, REDIS_URL="redis://:s3cret@127.0.0.1:1/0")
