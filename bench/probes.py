@@ -15,7 +15,7 @@ from saq import Queue
 
 from bench.common import JobTiming, decode_json, decode_pickle, now, percentile, read_arq_results
 from bench.database import free_connections
-from bench.options import pool_for
+from bench.options import BULK_FACTOR, pool_for
 from bench.procs import Monitored, child_env, memory_kb
 from bench.systems import (
     FUNCTIONS,
@@ -263,7 +263,7 @@ ENQUEUE_MODES = {
 
 async def enqueue_rate(target: Target, system: str, mode: str, tag: str) -> dict[str, Any]:
     """N jobs enqueued with no worker running: one by one, 100 at a time, or in bulk."""
-    n = target.opts.enqueue_jobs
+    n = target.opts.enqueue_jobs * (BULK_FACTOR if mode == "bulk" else 1)
     queue = f"{tag}:queue"
     job_ids = [f"{tag}-{i}" for i in range(n)]
     user_ids = target.user_ids(n, seed=11)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median
-from bench.options import JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
+from bench.options import BULK_FACTOR, JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
 from bench.probes import ENQUEUE_MODES
 from bench.runner import Step
 
@@ -585,7 +585,8 @@ database, sampled every 0.1 s) over the drains.
 {idle_table(data)}
 ## Enqueue rate
 
-{o["enqueue_jobs"]:,} jobs, no worker running.
+{o["enqueue_jobs"]:,} jobs one by one or gathered, {o["enqueue_jobs"] * BULK_FACTOR:,} in bulk; no
+worker running.
 
 {enqueue_table(data)}
 ## The database's limit, without any queue

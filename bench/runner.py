@@ -11,7 +11,7 @@ from typing import Any
 
 from bench import probes
 from bench.common import delete_tagged, median, new_tag, say
-from bench.options import JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
+from bench.options import BULK_FACTOR, JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
 from bench.systems import BenchError, Target, drain
 
 ARQ_POLL_DELAY = 0.5
@@ -97,7 +97,7 @@ def plan(target: Target) -> list[Step]:
                 Step(
                     f"enqueue:{system}:{mode}",
                     f"enqueue {system} {mode}",
-                    opts.enqueue_jobs / rate + 0.5,
+                    opts.enqueue_jobs * (BULK_FACTOR if mode == "bulk" else 1) / rate + 0.5,
                     partial(probes.enqueue_rate, target, system, mode),
                 )
             )
