@@ -8,11 +8,11 @@ from typing import Any
 class WorkerError(Exception):
     """The job worker failed."""
 
-    def __init__(self, message: str | None = None, **context: Any) -> None:
+    def __init__(self, text: str | None = None, /, **context: Any) -> None:
+        # ``text`` is positional-only, so that a context field may be called ``message``.
         self.context = context
         template = " ".join((self.__doc__ or "").split())
-        text = message if message is not None else template.format(**context)
-        super().__init__(text)
+        super().__init__(text if text is not None else template.format(**context))
 
 
 class InvalidJobArguments(WorkerError):

@@ -3,18 +3,72 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 UserId = Annotated[int, Field(gt=0, le=2**63 - 1)]
+NUL = "\x00"
+_LAX_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _datetime_from_text(value: Any) -> Any:
+    """ISO-8601 text as a datetime, in strict validation too (JSON has no datetime type)."""
+    if isinstance(value, str | bytes):
+        try:
+            return _LAX_DATETIME.validate_python(value)
+        except ValidationError:
+            return value  # the field's own check names the problem, without echoing the text
+    return value
+
+
+# A timezone-aware timestamp: a datetime, or ISO-8601 text with a zone ("2025-01-31T12:00:00Z").
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_datetime_from_text)]
 
 
 class JobArgs(BaseModel):
-    """Base of every job's arguments: unknown fields are refused; values are validated and
-    converted where lossless ("42" → 42, ISO-8601 text → datetime), so that JSON and CLI input work."""
+    """Base of every job's arguments: unknown fields are refused, and no text may hold a NUL
+    character (PostgreSQL text cannot). ``JobSpec.parse`` validates leniently for Python callers
+    ("42" → 42, what the typed client and the CLI send) and strictly for the queue's JSON
+    (``strict=True``: an integer must be a JSON integer, a boolean true or false), where only
+    timestamps are read from ISO-8601 text."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _holds_nul(value):
+            raise ValueError("text must not contain the NUL character (\\u0000)")
+        return value
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a validated value (text, secret, or a container of them) holds a NUL character."""
+    if isinstance(value, SecretStr | SecretBytes):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, bytes):
+        return b"\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class GetUserArgs(JobArgs):
@@ -23,8 +77,8 @@ class GetUserArgs(JobArgs):
 
 class ListUsersArgs(JobArgs):
     active: bool | None = None
-    created_from: AwareDatetime | None = None
-    created_to: AwareDatetime | None = None
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
     after_id: Annotated[int, Field(ge=0)] = 0
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
@@ -49,7 +103,7 @@ IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class DeactivateInactiveArgs(JobArgs):
-    seen_before: AwareDatetime
+    seen_before: Timestamp
     idempotency_key: IdempotencyKey | None = Field(
         default=None,
         description="business key: the effect is applied once per key (default: job id)",

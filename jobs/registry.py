@@ -36,11 +36,21 @@ class JobSpec(Generic[A, R]):
     max_tries: int | None = None  # None: MAX_TRIES
     timeout: float | None = None  # None: JOB_TIMEOUT
 
-    def parse(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> A:
-        """Validate positional and keyword arguments (positional ones fill fields in order)."""
+    def parse(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = False,
+    ) -> A:
+        """Validate positional and keyword arguments (positional ones fill fields in order).
+
+        ``strict``: as the worker reads the queue's JSON, where every value must already have its
+        schema's type (no ``true`` or ``"7"`` for an integer, no ``1`` for a boolean); only
+        timestamps are read from ISO-8601 text. Lenient (``"7"`` → 7) for Python callers."""
         if not args:  # the usual case: keyword arguments only
             try:
-                return self.args_model.model_validate(kwargs or {})
+                return self.args_model.model_validate(kwargs or {}, strict=strict)
             except ValidationError as exc:
                 raise InvalidJobArguments(job=self.name, details=describe(exc)) from None
         fields = list(self.args_model.model_fields)
@@ -56,7 +66,7 @@ class JobSpec(Generic[A, R]):
                 raise InvalidJobArguments(job=self.name, details=f"{key!r} given twice")
             data[key] = value
         try:
-            return self.args_model.model_validate(data)
+            return self.args_model.model_validate(data, strict=strict)
         except ValidationError as exc:
             raise InvalidJobArguments(job=self.name, details=describe(exc)) from None
 

@@ -16,13 +16,15 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from jobs.errors import WorkerError
 from jobs.registry import JOBS, JOBS_BY_NAME
 from worker import dead_letters, ops_cli
 from worker.client import EnqueueOptions, JobClient
 from worker.codec import REDACTED
 from worker.config import Config, load_config
-from worker.connectivity import check_postgres, check_redis
+from worker.connectivity import check_postgres, check_redis, redis_unavailable
 from worker.database import connect, ensure_database, grant_worker_role, migrate
 from worker.errors import JobFailed, ResultTimeout
 from worker.seed import seed_users
@@ -105,10 +107,27 @@ async def cmd_seed(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
-    kwargs = json.loads(args.json) if args.json else {}
+JSON_EXAMPLE = """for example --json '{"user_id": 42}'"""
+
+
+def parse_json_option(text: str | None) -> dict[str, Any]:
+    """The job arguments given with ``--json`` (none: an empty dict)."""
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkerError(
+            f"--json is not valid JSON ({exc}): give the job's arguments as one JSON object, "
+            f"{JSON_EXAMPLE}"
+        ) from None
     if not isinstance(kwargs, dict):
-        raise WorkerError("--json must be a JSON object of the job's arguments")
+        raise WorkerError(f"--json must be a JSON object of the job's arguments, {JSON_EXAMPLE}")
+    return kwargs
+
+
+async def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
+    kwargs = parse_json_option(args.json)
     kwargs.update(parse_assignments(args.assignments))
     options: EnqueueOptions = {}
     if args.job_id:
@@ -313,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(COMMANDS[args.command](config, args))
     except WorkerError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except RedisError as exc:  # Redis stopped answering after the connect (which says so itself)
+        sys.stderr.write(f"error: {redis_unavailable(config, exc)}\n")
         return EXIT_USAGE
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")

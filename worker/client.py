@@ -9,15 +9,16 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 from uuid import uuid4
 
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
 from jobs.models import DeactivatedUsers, User, UserCount, UserList, UserPage
 from jobs.registry import JOBS_BY_NAME, JobSpec
 from worker import codec
 from worker.config import Config, load_config
+from worker.connectivity import open_redis
 from worker.errors import DuplicateJob, JobFailed, ResultNotFound, ResultTimeout, UnknownJob
-from worker.redis_settings import apply_retry, close_redis, redis_settings
+from worker.redis_settings import close_redis
 from worker.wire import enqueue_many, enqueue_payload
 
 T = TypeVar("T")
@@ -109,14 +110,13 @@ class JobClient:
     async def connect(cls, config: Config | None = None) -> AsyncIterator[JobClient]:
         """Connect to REDIS_URL (JSON codec, the worker's queue); closes the connection on exit."""
         config = config or load_config()
-        settings = redis_settings(config)
-        redis = await create_pool(
-            settings,
+        # Within REDIS_CONNECT_TIMEOUT, else RedisUnavailable; then socket timeouts and retries.
+        redis = await open_redis(
+            config,
             job_serializer=codec.serialize,
             job_deserializer=codec.deserialize,
             default_queue_name=config.queue_name,
         )
-        await apply_retry(redis, settings)  # a Sentinel pool's failover (arq leaves it out)
         try:
             yield cls(redis, config.queue_name)
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -21,9 +22,11 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from arq.utils import ms_to_datetime
 from pydantic import BaseModel
 
 MAX_PAYLOAD_BYTES = 1_000_000
+MAX_NESTING = 500  # arrays and objects; Python's json encodes ~990 levels at most, orjson 255
 _LONG_NUMBER = re.compile(rb"\d{20}")
 
 
@@ -62,7 +65,9 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
     """The worker's serializer: like ``serialize``, but a stored result (arq copies the job's
     arguments into it) carries ``REDACTED`` instead of the job's secret arguments.
     ``secrets`` maps a job name to its secret fields; positional arguments of such a job are all
-    redacted."""
+    redacted. The result of a job no worker knows names the producer's function and carries
+    every argument as ``REDACTED`` (which are secret is not known); a poison payload's names
+    ``POISON_FUNCTION`` with no arguments (never its bytes)."""
 
     expired: set[str] = set()
 
@@ -70,6 +75,8 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
         is_result = isinstance(value, dict) and "s" in value
         if is_result and _overwrites_a_result(value, expired):
             raise ExpiredNotRecorded(str(value.get("id")))
+        if is_result and value.get("f") in (POISON_JOB, UNKNOWN_JOB):
+            value = _handler_result(value)
         fields = secrets.get(str(value.get("f")), ()) if is_result else ()
         if fields:
             kwargs = {k: REDACTED if k in fields else v for k, v in dict(value["k"]).items()}
@@ -77,6 +84,21 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
         return serialize(value)
 
     return encode
+
+
+def _handler_result(value: dict[str, Any]) -> dict[str, Any]:
+    """The stored result of a poison or unknown job: what the producer sent, its values redacted."""
+    if value["f"] == POISON_JOB:
+        return {**value, "f": POISON_FUNCTION, "a": [], "k": {}}
+    sent = value.get("k")
+    sent = sent if isinstance(sent, dict) else {}
+    args, kwargs = sent.get("args"), sent.get("kwargs")
+    return {
+        **value,
+        "f": str(sent.get("function")),
+        "a": [REDACTED] * len(args) if isinstance(args, list) else [],
+        "k": dict.fromkeys(kwargs, REDACTED) if isinstance(kwargs, dict) else {},
+    }
 
 
 class ExpiredNotRecorded(ValueError):
@@ -102,35 +124,87 @@ def _overwrites_a_result(value: dict[str, Any], expired: set[str]) -> bool:
 
 
 def deserialize(data: bytes) -> Any:
-    """Decode a payload; refuses anything but a JSON object (pickle included) with PayloadError."""
+    """Decode a payload; refuses anything but a JSON object (pickle included) with PayloadError,
+    and raises nothing else, whatever the bytes."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise PayloadError(
             f"payload of {len(data)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit"
         )
     try:
-        # orjson reads integers beyond 64 bits (20 digits and more) as floats; json keeps them.
-        value = json.loads(data) if _LONG_NUMBER.search(data) else orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:  # NaN and Infinity, which are not JSON but Python's json (and so arq) writes
-            value = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PayloadError(f"payload is not UTF-8 JSON ({exc.__class__.__name__})") from None
+        value = _loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"payload is not UTF-8 JSON ({exc.__class__.__name__})") from None
+        raise PayloadError(
+            f"payload is not UTF-8 JSON ({exc.__class__.__name__}){_pickle_hint(data)}"
+        ) from None
+    except RecursionError:
+        raise PayloadError(f"payload is nested deeper than {MAX_NESTING} levels") from None
+    except ValueError:  # Python's limit on the digits of an integer (sys.get_int_max_str_digits)
+        raise PayloadError(
+            f"payload has an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(value, dict):
         raise PayloadError(f"payload is a JSON {type(value).__name__}, expected an object")
+    # Deeper values decode but do not encode again (a result or dead letter repeats them).
+    if data.count(b"[") + data.count(b"{") > MAX_NESTING and _depth(value) > MAX_NESTING:
+        raise PayloadError(f"payload is nested deeper than {MAX_NESTING} levels")
     return value
 
 
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` is (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _loads(data: bytes) -> Any:
+    # orjson reads integers beyond 64 bits (20 digits and more) as floats; json keeps them.
+    if not _LONG_NUMBER.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # NaN and Infinity (not JSON, but Python's json and so arq write them): json says
+    return json.loads(data.decode("utf-8"))  # UTF-8 only (json.loads of bytes also takes UTF-16)
+
+
+PICKLE_HINT = (
+    "; it looks like a pickle (arq's default serializer): an arq client must pass "
+    "job_serializer=json.dumps and job_deserializer=json.loads to create_pool, with timestamps "
+    "as ISO-8601 strings (docs/wire-format.md)"
+)
+
+
+def _pickle_hint(data: bytes) -> str:
+    """PICKLE_HINT for bytes that start like a pickle of protocol 2 or later, else nothing."""
+    return PICKLE_HINT if data[:1] == b"\x80" else ""
+
+
+# The worker's own handlers; a producer's job name starting with RESERVED_PREFIX is poison.
 POISON_JOB = "__poison__"
 UNKNOWN_JOB = "__unknown__"
+RESERVED_PREFIX = "__"
+POISON_FUNCTION = "<poison>"  # the function of a poison payload's dead letter and stored result
 PAYLOAD_FIELDS: dict[str, type] = {"f": str, "a": list, "k": dict, "et": int}
+MAX_ENQUEUE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time Python can hold
+MAX_TRY = 2**31 - 1
+
+
+def poison(data: bytes, problem: str) -> dict[str, Any]:
+    """The ``__poison__`` job that stands for ``data``: its handler dead-letters the bytes."""
+    kwargs = {"payload": base64.b64encode(data).decode(), "problem": problem}
+    return {"f": POISON_JOB, "a": [], "k": kwargs, "t": None, "et": _now_ms()}
 
 
 def job_decoder(known: Collection[str]) -> Callable[[bytes], dict[str, Any]]:
     """The worker's deserializer: never raises, so that bad jobs reach a handler instead of arq's
-    silent failure. Undecodable or malformed payloads become a ``__poison__`` job carrying the raw
-    bytes (base64); a job whose name is not in ``known`` becomes an ``__unknown__`` job."""
+    silent failure. Undecodable or malformed payloads, and job names reserved for the worker's
+    handlers, become a ``__poison__`` job carrying the raw bytes (base64); a job whose name is not
+    in ``known`` becomes an ``__unknown__`` job."""
 
     def decode(data: bytes) -> dict[str, Any]:
         try:
@@ -138,9 +212,10 @@ def job_decoder(known: Collection[str]) -> Callable[[bytes], dict[str, Any]]:
             problem = _shape_problem(job)
         except PayloadError as exc:
             problem = str(exc)
+        except Exception as exc:  # noqa: BLE001  (never raise: whatever it is, it is poison)
+            problem = f"payload cannot be decoded ({type(exc).__name__})"
         if problem:
-            kwargs = {"payload": base64.b64encode(data).decode(), "problem": problem}
-            return {"f": POISON_JOB, "a": [], "k": kwargs, "t": None, "et": _now_ms()}
+            return poison(data, problem)
         if job["f"] not in known:
             kwargs = {"function": job["f"], "args": job["a"], "kwargs": job["k"]}
             return {**job, "f": UNKNOWN_JOB, "a": [], "k": kwargs}
@@ -149,13 +224,51 @@ def job_decoder(known: Collection[str]) -> Callable[[bytes], dict[str, Any]]:
     return decode
 
 
-def _shape_problem(job: dict[str, Any]) -> str:
+def claimed_job(
+    deserialize: Callable[[bytes], Any], data: bytes
+) -> tuple[dict[str, Any], int, int, datetime]:
+    """A claimed payload as the consumer runs it: the job, the try its payload names (``t``, 0 for
+    none), its enqueue time in ms and as a datetime. Whatever ``deserialize`` raises, or returns
+    that is not such a job, becomes a ``poison`` job instead, so that every payload ends with a
+    result and a dead letter rather than an error before the worker's policy."""
+    try:
+        job = deserialize(data)
+        if not isinstance(job, dict) or _shape_problem(job, reserved=False):
+            raise PayloadError("the deserializer returned no job")
+        enqueue_ms = job["et"]
+        return job, job.get("t") or 0, enqueue_ms, ms_to_datetime(enqueue_ms)
+    except Exception as exc:  # noqa: BLE001  (any payload: a poison job, never a crash)
+        job = poison(data, f"payload cannot be run as a job ({type(exc).__name__})")
+        return job, 0, job["et"], ms_to_datetime(job["et"])
+
+
+def _shape_problem(job: dict[str, Any], reserved: bool = True) -> str:
+    """What makes ``job`` no job of this queue ("" for a job); ``reserved``: refuse the names of
+    the worker's own handlers (a producer's job must not call them)."""
+    f, et, t = job.get("f"), job.get("et"), job.get("t")
+    if (  # the usual case, in one test (every job pays for it); exact types, so no bool for int
+        type(f) is str
+        and type(job.get("a")) is list
+        and type(job.get("k")) is dict
+        and type(et) is int
+        and 0 <= et <= MAX_ENQUEUE_MS
+        and (t is None or (type(t) is int and 0 <= t <= MAX_TRY))
+        and not (reserved and f.startswith(RESERVED_PREFIX))
+    ):
+        return ""
     for name, kind in PAYLOAD_FIELDS.items():
         if not isinstance(job.get(name), kind) or isinstance(job.get(name), bool):
             return f"field {name!r} must be a JSON {kind.__name__.replace('dict', 'object')}"
-    if job.get("t") is not None and not isinstance(job["t"], int):
-        return "field 't' must be an integer or null"
-    return ""
+    if not 0 <= job["et"] <= MAX_ENQUEUE_MS:
+        return f"field 'et' must be milliseconds since 1970, from 0 to {MAX_ENQUEUE_MS}"
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= MAX_TRY):
+        return f"field 't' must be an integer from 0 to {MAX_TRY}, or null"
+    if reserved and job["f"].startswith(RESERVED_PREFIX):
+        return (
+            f"job name {job['f']!r} is reserved: names starting with {RESERVED_PREFIX!r} are the "
+            "worker's own handlers"
+        )
+    return ""  # a subclass of str, list, dict or int (not from JSON): a job all the same
 
 
 def _now_ms() -> int:

@@ -56,6 +56,12 @@ class Config(BaseSettings):
     shutdown_grace: Annotated[float, Field(ge=0)] = 25.0
     unknown_job_grace: Annotated[float, Field(ge=0)] = 300.0
     redis_retry_window: Annotated[float, Field(ge=0)] = 60.0
+    # A Redis that stops answering without closing the connection (worker/redis_settings.py): a
+    # read waits this long, then the connection is dropped and the command retried. Above the
+    # consumer's idle block on <queue>:wake (1 s).
+    redis_socket_timeout: Annotated[float, Field(ge=2)] = 5.0
+    # A worker or command that cannot reach Redis at its start stops with an error after this long.
+    redis_connect_timeout: Seconds = 10.0
     keep_result: Annotated[float, Field(ge=0)] = 3600.0
     poll_delay: Seconds = 0.05
     health_check_interval: Seconds = 10.0
@@ -68,7 +74,9 @@ class Config(BaseSettings):
     # per-worker HTTP endpoint of /metrics, /healthz and /readyz (port 0: none).
     log_format: Literal["auto", "json", "text"] = "auto"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9180
-    metrics_host: Annotated[str, Field(min_length=1)] = "0.0.0.0"  # scraped from outside
+    # Loopback by default: the endpoint has no authentication and /readyz shows error texts.
+    # A container that Prometheus scrapes listens on 0.0.0.0 (the Dockerfile and compose set it).
+    metrics_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
 
     @field_validator("database_url")
     @classmethod

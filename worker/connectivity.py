@@ -1,17 +1,22 @@
-"""Pre-flight checks that PostgreSQL and Redis answer, with errors that say how to start them."""
+"""Pre-flight checks that PostgreSQL and Redis answer, with errors that say how to start them, and
+the Redis client of the command line, which stops within REDIS_CONNECT_TIMEOUT when it cannot."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from typing import Any
 
-from arq.connections import create_pool
+from arq.connections import ArqRedis, create_pool
 from redis.exceptions import RedisError
 
 from worker.config import Config
 from worker.database import connect
 from worker.errors import START_REDIS, RedisUnavailable, connection_advice
-from worker.redis_settings import redis_settings
+from worker.redis_settings import close_redis, install_policy, redis_settings
 from worker.urls import mask_url
+
+REDIS_ERRORS = (OSError, RedisError, TimeoutError)
 
 
 async def check_postgres(config: Config, url: str | None = None) -> None:
@@ -21,14 +26,43 @@ async def check_postgres(config: Config, url: str | None = None) -> None:
 
 
 async def check_redis(config: Config) -> None:
-    """PING Redis once, without arq's retries; raises RedisUnavailable if it cannot."""
+    """PING Redis once, without retries, within REDIS_CONNECT_TIMEOUT; raises RedisUnavailable if
+    it cannot."""
     settings = replace(redis_settings(config), conn_retries=0, retry=None, retry_on_error=None)
     try:
-        redis = await create_pool(settings)
-    except (OSError, RedisError, TimeoutError) as exc:
-        raise RedisUnavailable(
-            url=mask_url(config.redis_url),
-            reason=f"{type(exc).__name__}: {str(exc).rstrip('.')}.",
-            advice=connection_advice(exc, "REDIS_URL", START_REDIS),
-        ) from None
+        async with asyncio.timeout(config.redis_connect_timeout):
+            redis = await create_pool(settings)
+    except REDIS_ERRORS as exc:
+        raise redis_unavailable(config, exc) from None
     await redis.aclose()
+
+
+async def open_redis(config: Config, **options: Any) -> ArqRedis:
+    """arq's client for REDIS_URL (``options``: create_pool's), with the worker's policy (socket
+    timeout, keepalive, retries: worker/redis_settings.py); raises RedisUnavailable when Redis has
+    not answered within REDIS_CONNECT_TIMEOUT."""
+    try:
+        # The policy gives up after REDIS_CONNECT_TIMEOUT with the cause; this bounds the rest (a
+        # Redis that accepts connections and never answers them).
+        async with asyncio.timeout(config.redis_connect_timeout + 1):
+            redis = await create_pool(redis_settings(config), **options)
+    except REDIS_ERRORS as exc:
+        raise redis_unavailable(config, exc) from None
+    try:
+        await install_policy(redis, config)
+    except BaseException:
+        await close_redis(redis)
+        raise
+    return redis
+
+
+def redis_unavailable(config: Config, exc: BaseException) -> RedisUnavailable:
+    """The error for a Redis that did not answer: the URL masked, the cause, what to do."""
+    text = str(exc).rstrip(".")
+    if isinstance(exc, TimeoutError) and not text:
+        text = f"no answer within {config.redis_connect_timeout:g} s (REDIS_CONNECT_TIMEOUT)"
+    return RedisUnavailable(
+        url=mask_url(config.redis_url),
+        reason=f"{type(exc).__name__}: {text}.",
+        advice=connection_advice(exc, "REDIS_URL", START_REDIS),
+    )

@@ -5,7 +5,8 @@ and sleeps ``poll_delay`` between polls. Inside the same ``arq worker.Settings``
 replaces it (arq's loop keeps its housekeeping: health records, cron, burst, signals):
 
 * one Lua script claims up to all free slots at once (the same ``arq:in-progress`` / ``arq:retry``
-  keys arq uses, so plain arq workers and clients still interoperate);
+  keys arq uses, so plain arq workers and clients still interoperate), each round safe to send
+  twice (``worker/claims.py``), none while PostgreSQL is unreachable (``worker/breaker.py``);
 * finished jobs are recorded in arq's result format, many per call of one Lua script (atomic);
 * an idle consumer blocks on ``<queue>:wake``, which this project's producers push to, so a job starts
   within a millisecond or so of its enqueue instead of up to ``poll_delay`` later;
@@ -28,7 +29,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.constants import (
     abort_jobs_ss,
@@ -40,10 +41,15 @@ from arq.constants import (
 )
 from arq.cron import CronJob
 from arq.jobs import serialize_result
-from arq.utils import ms_to_datetime, to_ms
+from arq.utils import to_ms
 from arq.worker import JobExecutionFailed, Retry, Worker
 from redis.exceptions import RedisError
 
+from worker.claims import Claimer
+from worker.codec import claimed_job
+
+if TYPE_CHECKING:
+    from worker.breaker import PostgresBreaker
 from worker.leases import LEASE_SET_KEY
 from worker.logs import job_event
 from worker.metrics import JobSeries, WorkerMetrics
@@ -51,50 +57,7 @@ from worker.metrics import JobSeries, WorkerMetrics
 logger = logging.getLogger(__name__)
 
 
-# Claims up to ARGV[2] due jobs: every due id without an in-progress key gets one (the lease), its
-# try counter incremented, its payload read, and its score moved to the lease's end (so claims skip
-# running jobs without reading them, and a crashed worker's job is due again when its lease ends;
-# LEASE_RENEW_SCRIPT moves both on). Returns each job's score as it was. With nothing to claim it
-# returns the next due time. When arq's abort set is not empty it also returns its ids (entries
-# older than ARGV[4] ms are dropped), and a claimed job found there is flagged and taken out of it.
-# Due jobs that do have an in-progress key (a plain arq worker runs them) are stepped over, at most
-# a few thousand per call.
-CLAIM_SCRIPT = """
-local queue, now, limit, lease = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local aborts = false
-if redis.call('ZCARD', 'arq:abort') > 0 then
-  redis.call('ZREMRANGEBYSCORE', 'arq:abort', '-inf', tonumber(now) - tonumber(ARGV[4]))
-  aborts = redis.call('ZRANGE', 'arq:abort', 0, 999)
-end
-local claimed, skipped, page = {}, 0, 200
-local lease_end = tonumber(now) + tonumber(lease)
-while #claimed < limit and skipped < 2000 do
-  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', skipped, page)
-  if #ids == 0 then break end
-  for i = 1, #ids, 2 do
-    local id = ids[i]
-    local in_progress = 'arq:in-progress:' .. id
-    if #claimed < limit and redis.call('EXISTS', in_progress) == 0 then
-      redis.call('PSETEX', in_progress, lease, '1')
-      redis.call('ZADD', queue, 'XX', lease_end, id)
-      local retry = 'arq:retry:' .. id
-      local try = redis.call('INCR', retry)
-      redis.call('EXPIRE', retry, 88400)
-      local aborted = 0
-      if aborts and redis.call('ZREM', 'arq:abort', id) == 1 then aborted = 1 end
-      claimed[#claimed + 1] = {id, ids[i + 1], try, aborted, redis.call('GET', 'arq:job:' .. id)}
-    elseif #claimed < limit then
-      skipped = skipped + 1  -- stays in the due range: the next page starts after it
-    end
-  end
-end
-local next_due = false
-if #claimed == 0 and limit > 0 then
-  local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #later > 0 then next_due = later[2] end
-end
-return {claimed, next_due, aborts}
-"""
+# The claim script (CLAIM_SCRIPT) and its rounds, each safe to re-send: worker/claims.py.
 
 
 # Records finished tries, eight arguments each after ARGV[1] (the failures list's length): kind,
@@ -147,8 +110,6 @@ REPORT_INTERVAL = 10.0
 FULL_CHECK = 0.5
 # An idle consumer blocks on its wake-up list at most this long, so that its heartbeat stays fresh.
 MAX_IDLE_BLOCK = 1.0
-# arq's abort set is shared by every queue on the Redis; entries no worker took are dropped after.
-ABORT_MAX_AGE_MS = 3_600_000
 ABORTED = "job aborted"
 
 
@@ -232,14 +193,18 @@ class Consumer:
         lease: float,
         idle_wait: float,
         metrics: WorkerMetrics | None = None,
+        breaker: PostgresBreaker | None = None,
     ) -> None:
         self.worker = worker
+        self.breaker = breaker  # while it is open, claim rounds take no job
+        if breaker is not None:
+            breaker.on_close.append(self._wake)
         self.metrics = metrics or WorkerMetrics()
         self.redis = worker.pool
         self.queue = worker.queue_name
         self.lease_ms = str(int(lease * 1000))
         self.idle_wait = idle_wait
-        self.claim_script = self.redis.register_script(CLAIM_SCRIPT)
+        self.claimer = Claimer(self.redis, self.queue, self.lease_ms)
         self.finish_script = self.redis.register_script(FINISH_SCRIPT)
         self.running = 0
         self.accepting = True
@@ -270,9 +235,11 @@ class Consumer:
         self.accepting = False
         self.slot_free.set()
 
-    async def close(self, grace: float) -> None:
+    async def close(self, grace: float, flush_timeout: float = 10.0) -> None:
         """Stop claiming; let running jobs finish within ``grace`` seconds, cancel (re-queue) the
-        rest; record every outcome still pending; stop the loops. The pool closes after this."""
+        rest; record every outcome still pending, for ``flush_timeout`` seconds at most (a Redis
+        that does not answer: their jobs run again when their lease ends); stop the loops. The
+        pool closes after this."""
         self.stop_claiming()
         running = [t for t in self.worker.tasks.values() if not t.done()]
         if running:
@@ -280,10 +247,19 @@ class Consumer:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        while self.pending:
-            self.to_write.set()
-            self.written.clear()
-            await self.written.wait()
+        try:
+            async with asyncio.timeout(flush_timeout):
+                while self.pending:
+                    self.to_write.set()
+                    self.written.clear()
+                    await self.written.wait()
+        except TimeoutError:
+            logger.warning(
+                "Redis did not take the last %d outcome(s) within %gs; their jobs run again when "
+                "their lease ends",
+                len(self.pending),
+                flush_timeout,
+            )
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -317,19 +293,27 @@ class Consumer:
                 logger.warning("job %s loop: %s; resuming in 1s", name, exc)
                 await asyncio.sleep(1)
 
+    def _free_slots(self) -> int:
+        """Jobs to claim now: the free slots, none while PostgreSQL is unreachable."""
+        if self.breaker is not None and self.breaker.open:
+            return 0
+        return self.worker.max_jobs - self.running
+
+    def _wake(self) -> None:
+        self.slot_free.set()
+
     async def _claim_loop(self) -> None:
         while self.accepting:
-            free = self.worker.max_jobs - self.running
+            free = self._free_slots()
             if free <= 0:
                 self.slot_free.clear()
-                await self.slot_free.wait()  # a job ended, or the tick (every FULL_CHECK)
-                if self.worker.max_jobs - self.running > 0 or not self.accepting:
+                await self.slot_free.wait()  # a job ended, the breaker closed, or the tick
+                if self._free_slots() > 0 or not self.accepting:
                     continue
                 free = 0  # still full: this round only looks at the abort set
             now = now_ms()
-            claimed, next_due, aborts = await self.claim_script(
-                keys=[self.queue], args=[now, free, self.lease_ms, ABORT_MAX_AGE_MS]
-            )
+            # A round whose reply was lost is sent again (its claims, not new ones): claims.py.
+            claimed, next_due, aborts = await self.claimer.claim(now, free)
             self.heartbeat = time.time()
             if aborts:
                 self._abort(aborts)
@@ -416,10 +400,10 @@ class Consumer:
             return Outcome(job_id, "expired")
         deserialize = w.job_deserializer
         assert deserialize is not None, "the worker's settings give a deserializer"
-        job = deserialize(payload)
+        # Never raises: a payload that is no job is a poison job (dead-lettered by its handler).
+        job, payload_try, enqueue_ms, enqueue_time = claimed_job(deserialize, payload)
         name, args, kwargs = job["f"], job["a"], job["k"]
-        enqueue_ms = int(job["et"])
-        job_try = max(job_try, int(job.get("t") or 0))
+        job_try = max(job_try, payload_try)
         function = w.functions.get(name)
         start_ms = now_ms()
         started = time.perf_counter()
@@ -468,7 +452,7 @@ class Consumer:
             **w.ctx,
             "job_id": job_id,
             "job_try": job_try,
-            "enqueue_time": ms_to_datetime(enqueue_ms),
+            "enqueue_time": enqueue_time,
             "score": score,
             LEASE_SET_KEY: True,
         }

@@ -1,7 +1,8 @@
 """Dead letters, durable in PostgreSQL: jobs that will not run again by themselves.
 
-When PostgreSQL is unreachable, a dead letter waits in a Redis list and is moved to PostgreSQL as
-soon as it answers again, so none is lost.
+When PostgreSQL does not take a dead letter (unreachable, a broken pooled connection, any error of
+the INSERT), it waits in a Redis list and is moved to PostgreSQL as soon as it takes it. When Redis
+refuses it too, it waits in the process's memory (logged as an error) and is retried with the list.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from worker import codec
 from worker.errors import DeadLetterNotFound, NotReplayable
-from worker.retry_policy import is_transient
 from worker.wire import enqueue_payload
 
 if TYPE_CHECKING:
@@ -66,7 +65,19 @@ class DeadLetter:
     enqueued_at: datetime | None
 
     def row(self) -> tuple[Any, ...]:
-        return tuple(asdict(self).values())
+        """The INSERT's values: text PostgreSQL can store (no NUL, no lone surrogate) and an attempt
+        count in its integer column, so that no letter is refused for its contents."""
+        return (
+            _text(self.job_id),
+            _text(self.queue),
+            _text(self.function),
+            self.payload,
+            _text(self.reason),
+            _text(self.error_type),
+            _text(self.error_message),
+            min(max(self.attempts, 0), MAX_ATTEMPTS),
+            self.enqueued_at,
+        )
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -83,19 +94,30 @@ class DeadLetter:
         return cls(**data)
 
 
+MAX_ATTEMPTS = 2**31 - 1  # the attempts column is an integer
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text: NUL and unencodable code points written as escapes."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class DeadLetterStore:
-    """Writes dead letters to PostgreSQL, falling back to a Redis list while it is unreachable."""
+    """Writes dead letters to PostgreSQL, falling back to a Redis list when it does not take them."""
 
     def __init__(self, pool: Pool, redis: Redis, queue: str) -> None:
         self.pool = pool
         self.redis = redis
         self.pending_key = f"{queue}:dead-letters:pending"
-        # The worker's metrics: a dead letter added; an error of the flush (Redis or PostgreSQL).
+        # Letters neither store took (both failed at once): retried by run(), lost if the process
+        # stops first (each one is logged as an error).
+        self.unsaved: list[DeadLetter] = []
+        # The worker's metrics: a dead letter added; an error of a store (Redis or PostgreSQL).
         self.on_add: Callable[[DeadLetter], None] | None = None
         self.on_error: Callable[[BaseException], None] | None = None
 
     async def add(self, letter: DeadLetter) -> None:
-        """Store ``letter``; never raises for an outage of one of the two stores."""
+        """Store ``letter``; never raises for an error of either store (only for cancellation)."""
         logger.warning(
             "dead letter: job %s (%s) %s after %d tries: %s",
             letter.job_id,
@@ -108,21 +130,59 @@ class DeadLetterStore:
             self.on_add(letter)
         try:
             await self.pool.execute(INSERT, *letter.row())
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            logger.warning("PostgreSQL unavailable (%s); dead letter kept in Redis", exc)
-            await self.redis.rpush(self.pending_key, letter.to_json())  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001  (whatever PostgreSQL's error, Redis keeps it)
+            self._error(exc)
+            logger.warning(
+                "dead letter of job %s not written to PostgreSQL (%s: %s); kept in Redis",
+                letter.job_id,
+                type(exc).__name__,
+                exc,
+            )
+            try:
+                await self._push(letter)
+            except Exception as redis_exc:  # noqa: BLE001  (never lose a letter: hold it)
+                self._error(redis_exc)
+                self.unsaved.append(letter)
+                logger.error(
+                    "dead letter of job %s (%s, %s) written to neither PostgreSQL nor Redis "
+                    "(%s: %s): held in this process's memory (%d letters) and retried every %gs; "
+                    "a letter still held when the process stops is lost",
+                    letter.job_id,
+                    letter.function,
+                    letter.reason,
+                    type(redis_exc).__name__,
+                    redis_exc,
+                    len(self.unsaved),
+                    FLUSH_INTERVAL,
+                )
+
+    async def _push(self, letter: DeadLetter) -> None:
+        await self.redis.rpush(self.pending_key, letter.to_json())  # type: ignore[misc]
+
+    def _error(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
 
     async def flush_pending(self) -> int:
-        """Move dead letters that waited in Redis into PostgreSQL; returns how many moved."""
+        """Move dead letters held in memory and those that waited in Redis into PostgreSQL (the
+        held ones to Redis when PostgreSQL still refuses them); returns how many reached it."""
         moved = 0
+        while self.unsaved:
+            letter = self.unsaved[0]
+            try:
+                await self.pool.execute(INSERT, *letter.row())
+                moved += 1
+            except Exception:  # noqa: BLE001  (Redis keeps it; if Redis fails too, the next round)
+                await self._push(letter)
+            self.unsaved.pop(0)
         while True:
             raw = await self.redis.lindex(self.pending_key, 0)  # type: ignore[misc]
             if raw is None:
                 return moved
             await self.pool.execute(INSERT, *DeadLetter.from_json(raw).row())
-            await self.redis.lpop(self.pending_key)  # type: ignore[misc]
+            # That entry, not the list's head: another worker of the queue may have moved it
+            # meanwhile (then the letter is stored twice, never lost).
+            await self.redis.lrem(self.pending_key, 1, raw)  # type: ignore[misc]
             moved += 1
 
     async def run(self) -> None:
@@ -131,10 +191,11 @@ class DeadLetterStore:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self.flush_pending()
-            except (RedisError, OSError, asyncpg.PostgresError) as exc:
-                if self.on_error is not None:
-                    self.on_error(exc)
-                logger.warning("dead letters still waiting in Redis: %s", exc)
+            except Exception as exc:  # noqa: BLE001  (the letters wait for the next round)
+                self._error(exc)
+                logger.warning(
+                    "dead letters still waiting in Redis: %s: %s", type(exc).__name__, exc
+                )
 
 
 async def list_letters(conn: Conn, limit: int = 50) -> list[dict[str, Any]]:

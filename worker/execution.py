@@ -20,6 +20,7 @@ from jobs.context import DEADLINE_KEY, JOB_NAME_KEY, JobContext, claim
 from jobs.errors import JobTimeout
 from jobs.registry import JobSpec
 from worker import codec
+from worker.breaker import RETRY_DELAY, PostgresBreaker
 from worker.config import Config
 from worker.consumer import Consumer
 from worker.dead_letters import EXHAUSTED, PERMANENT, POISON, UNKNOWN, DeadLetter, DeadLetterStore
@@ -51,6 +52,7 @@ class Runtime:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     ops: Operations | None = None  # health record and /metrics endpoint (worker/operations.py)
     policies: dict[str | None, RetryPolicy] = field(default_factory=dict)  # by job name
+    breaker: PostgresBreaker | None = None  # PostgreSQL unreachable: no claims, tries given back
 
     def policy(self, spec: JobSpec[Any, Any] | None = None) -> RetryPolicy:
         """The retry policy of ``spec`` (the worker's own without one), made once per job name."""
@@ -128,6 +130,16 @@ async def execute(
         raise
     except Exception as exc:
         rt.metrics.postgres_error(exc)
+        if await _outage(ctx, rt.breaker, exc):
+            logger.info(
+                "job %s try %d: %s while postgres is unreachable; try given back, due in %gs",
+                job_id,
+                job_try,
+                type(exc).__name__,
+                RETRY_DELAY,
+                extra=job_event(job_id, spec.name, job_try, None, "retrying", error=exc),
+            )
+            raise Retry(defer=RETRY_DELAY) from exc
         if is_transient(exc) and job_try < policy.max_tries:
             delay = policy.delay(job_try)
             logger.info(
@@ -146,6 +158,18 @@ async def execute(
         rt.leases.release(job_id)
 
 
+async def _outage(ctx: JobContext, breaker: PostgresBreaker | None, exc: BaseException) -> bool:
+    """True if ``exc`` is an unreachable PostgreSQL's (the breaker says so): the try is given back."""
+    try:
+        if breaker is None or not await breaker.unreachable(exc):
+            return False
+    except asyncio.CancelledError:  # shutdown while the probe runs: not the job's fault either
+        await asyncio.shield(uncharge(ctx))
+        raise
+    await uncharge(ctx)
+    return True
+
+
 async def _attempt(
     ctx: JobContext,
     spec: JobSpec[Any, Any],
@@ -153,7 +177,7 @@ async def _attempt(
     kwargs: dict[str, Any],
     config: Config,
 ) -> Any:
-    params = spec.parse(args, kwargs)
+    params = spec.parse(args, kwargs, strict=True)  # the queue's JSON: no "7" for an integer
     timeout = spec.timeout or config.job_timeout
     ctx[DEADLINE_KEY] = asyncio.get_running_loop().time() + timeout
     try:
@@ -172,7 +196,8 @@ async def poison_job(ctx: JobContext, payload: str, problem: str) -> None:
     """Handler of payloads that are not jobs of this queue: dead-lettered with their bytes."""
     exc = PoisonPayload(job_id=ctx["job_id"], problem=problem)
     raw = base64.b64decode(payload)
-    await runtime(ctx).dead_letters.add(dead_letter(ctx, "<poison>", [], {}, POISON, exc, raw))
+    letter = dead_letter(ctx, codec.POISON_FUNCTION, [], {}, POISON, exc, raw)
+    await runtime(ctx).dead_letters.add(letter)
     raise exc
 
 

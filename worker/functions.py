@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from arq.cron import CronJob, cron
+from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 
 from jobs.context import JobContext
@@ -28,14 +29,22 @@ def cron_name(config: Config, name: str) -> str:
 
 
 def arq_function(spec: JobSpec[Any, Any]) -> Function:
-    """Wrap a job so that arq's ``(ctx, *args, **kwargs)`` call runs under the worker's policy."""
+    """Wrap a job so that arq's ``(ctx, *args, **kwargs)`` call runs under the worker's policy.
 
-    async def run(ctx: JobContext, *args: Any, **kwargs: Any) -> Any:
+    ``ctx`` is positional-only: a job argument named "ctx" is one of ``kwargs``, which the job's
+    argument model refuses (InvalidJobArguments), not a TypeError of the call."""
+    if spec.name.startswith(codec.RESERVED_PREFIX):
+        raise ValueError(
+            f"job {spec.name!r}: names starting with {codec.RESERVED_PREFIX!r} are reserved"
+        )
+
+    async def run(ctx: JobContext, /, *args: Any, **kwargs: Any) -> Any:
         return await execute(ctx, spec, args, kwargs)
 
     run.__qualname__ = run.__name__ = spec.name
     run.__doc__ = spec.function.__doc__
-    return func(run, name=spec.name, max_tries=ARQ_MAX_TRIES)
+    # arq's protocol names ctx a keyword too; arq itself only ever passes it by position.
+    return func(cast(WorkerCoroutine, run), name=spec.name, max_tries=ARQ_MAX_TRIES)
 
 
 def arq_functions(specs: Iterable[JobSpec[Any, Any]] = JOBS) -> list[Function]:

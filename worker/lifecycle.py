@@ -8,6 +8,7 @@ from typing import Any
 
 from jobs.context import RESOURCES_KEY, Resources
 from jobs.registry import JOBS_BY_NAME
+from worker.breaker import PostgresBreaker
 from worker.budget import BUDGET_KEY, open_pool, transaction_timeouts
 from worker.config import Config, load_config
 from worker.consumer import Consumer, running_worker
@@ -17,7 +18,7 @@ from worker.leases import LeaseKeeper
 from worker.logs import configure_logging
 from worker.metrics import WorkerMetrics
 from worker.operations import start_operations
-from worker.redis_settings import apply_retry, redis_settings
+from worker.redis_settings import install_policy, stop_retrying_on_stop
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     config = config_of(ctx)
     configure_logging(config.log_level, config.log_format)
     redis = ctx["redis"]  # arq's own connection pool: no second one
-    await apply_retry(redis, redis_settings(config))  # with Sentinel: follow a failover
+    # Socket timeouts, keepalive, retries for REDIS_RETRY_WINDOW; with Sentinel: follow a failover.
+    redis_policy = await install_policy(redis, config)
     # The pool may come back smaller (PG_POOL_OVER_BUDGET=shrink): its config says so.
     pool, config, budget = await open_pool(config, redis)
     ctx[CONFIG_KEY], ctx[BUDGET_KEY] = config, budget
@@ -49,6 +51,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         acquire_timeout=config.pg_acquire_timeout,
         transaction_timeouts=transaction_timeouts(config),
     )
+    # While PostgreSQL is unreachable: no claims, tries given back (worker/breaker.py).
+    breaker = PostgresBreaker(config.database_url, config.pg_connect_timeout, pool, metrics)
     rt = Runtime(
         config=config,
         redis=redis,
@@ -56,14 +60,17 @@ async def startup(ctx: dict[str, Any]) -> None:
         dead_letters=DeadLetterStore(pool, redis, config.queue_name),
         known=ctx.get("known_jobs", sorted(JOBS_BY_NAME)),
         metrics=metrics,
+        breaker=breaker,
     )
     rt.tasks = [asyncio.create_task(rt.leases.run()), asyncio.create_task(rt.dead_letters.run())]
     rt.tasks.append(asyncio.create_task(budget.run()))
+    rt.tasks.append(asyncio.create_task(breaker.run()))
     ctx[RUNTIME_KEY] = rt
     worker = running_worker(ctx)
     if worker is not None:  # always, under arq; absent only when a test calls startup() itself
-        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay, metrics)
+        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay, metrics, breaker)
         rt.consumer.start()
+        stop_retrying_on_stop(worker, redis_policy, config.redis_socket_timeout)
         rt.ops = await start_operations(rt, pool)
     report_pool_sizing(config)
     logger.info(
@@ -80,7 +87,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     rt: Runtime | None = ctx.pop(RUNTIME_KEY, None)
     if rt is not None:
         if rt.consumer is not None:
-            await rt.consumer.close(rt.config.shutdown_grace)
+            # A Redis that does not answer holds the final writes this long at most.
+            await rt.consumer.close(rt.config.shutdown_grace, 2 * rt.config.redis_socket_timeout)
         if rt.ops is not None:
             await rt.ops.stop()
         for task in rt.tasks:

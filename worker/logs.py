@@ -81,7 +81,11 @@ class JsonFormatter(logging.Formatter):
             if key in fields:
                 data[key] = fields[key]
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = self.formatException(record.exc_info)  # one field, newlines escaped
+        elif record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
@@ -122,10 +126,13 @@ class _ProjectHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
-    """Apply LOG_LEVEL and LOG_FORMAT to arq's and the project's loggers.
+    """Apply LOG_LEVEL and LOG_FORMAT to every logger of the process.
 
-    The ``arq`` command configures only arq's logger (its handler gets our formatter); when nothing
-    handles the root logger either, ours get a handler of their own.
+    The ``arq`` command configures only arq's logger (its handler gets our formatter). When nothing
+    else handles the root logger, it gets the one handler of this module: then every record of any
+    logger (asyncpg's pool warnings, asyncio's errors; WARNING and above for other libraries, the
+    root's level) is one line in LOG_FORMAT, its traceback one field, instead of Python's raw
+    last-resort output; arq's records keep their own handler and do not reach the root twice.
     """
     formatter = JsonFormatter() if use_json(log_format) else TEXT_FORMAT
     arq_logger = logging.getLogger("arq")
@@ -133,13 +140,15 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     for handler in arq_logger.handlers:
         handler.setFormatter(formatter)
     for name in OUR_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        ours = [h for h in logger.handlers if isinstance(h, _ProjectHandler)]
+        logging.getLogger(name).setLevel(level)
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h, _ProjectHandler)]
+    if len(ours) == len(root.handlers):  # nobody else configured the root logger
+        if not ours:
+            ours = [_ProjectHandler()]
+            root.addHandler(ours[0])
         for handler in ours:
             handler.setFormatter(formatter)
-        if not ours and not logging.getLogger().handlers:
-            handler = _ProjectHandler()
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
+        if arq_logger.handlers:
+            arq_logger.propagate = False
     install_redaction()

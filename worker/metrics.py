@@ -218,6 +218,11 @@ class WorkerMetrics:
             "Since the consumer loop last made progress.",
             registry=r,
         )
+        self.postgres_breaker_open = Gauge(
+            "worker_postgres_breaker_open",
+            "1 while PostgreSQL is unreachable and the worker claims no jobs (worker/breaker.py).",
+            registry=r,
+        )
         self.last_acquire = 0.0  # time.monotonic() of the last successful acquire
 
     def job(self, name: str) -> JobSeries:

@@ -31,6 +31,7 @@ from worker.health import (
     worker_key,
     workers_index_key,
 )
+from worker.http_head import MAX_LINE, HeadRefused, discard_rest, read_head
 from worker.metrics import CONTENT_TYPE, QueueGauges, WorkerMetrics
 from worker.queue_stats import queue_stats
 
@@ -48,7 +49,8 @@ PROBE_TIMEOUT = 2.0
 HISTORY_SECONDS = 600
 MAX_HISTORY = 120
 LISTED_JOBS = 50
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+REASONS.update({431: "Request Header Fields Too Large", 503: "Service Unavailable"})
 
 
 class Operations:
@@ -84,7 +86,7 @@ class Operations:
         if self.config.metrics_port:
             host, port = self.config.metrics_host, self.config.metrics_port
             try:
-                self.server = await asyncio.start_server(self._serve, host, port)
+                self.server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
             except OSError as exc:
                 logger.warning(
                     "metrics endpoint not started: cannot listen on %s:%d (%s); give each worker "
@@ -178,6 +180,7 @@ class Operations:
             "liveness_window": self.window,
             "ready": all(v == "ok" for v in self.checks.values()),
             "checks": self.checks,
+            "postgres_breaker": c.breaker.state() if c.breaker is not None else None,
             "max_jobs": w.max_jobs,
             "running": c.running,
             "complete": w.jobs_complete,
@@ -237,21 +240,22 @@ class Operations:
     # ---- HTTP ---------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one request and close. A head over the bounds of ``worker/http_head.py`` gets
+        431, a malformed request line 400; neither is logged (anyone who reaches the port can
+        send them)."""
         try:
             async with asyncio.timeout(PROBE_TIMEOUT * 2):
-                request = (await reader.readline()).decode("latin-1").split()
-                while (await reader.readline()).strip():
-                    pass  # headers: nothing here needs them
-                method = request[0] if request else ""
-                path = request[1].split("?", 1)[0] if len(request) > 1 else ""
+                try:
+                    method, path = await read_head(reader)
+                except HeadRefused as refused:
+                    status, body = refused.context["status"], f"{refused}\n".encode()
+                    writer.write(_response(status, "text/plain", body))
+                    await discard_rest(reader, writer)  # so that the client reads the answer
+                    return
                 status, content_type, body = await self._route(method, path)
-                head = (
-                    f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + (b"" if method == "HEAD" else body))
+                writer.write(_response(status, content_type, b"" if method == "HEAD" else body))
                 await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -274,6 +278,14 @@ class Operations:
         if path == "/":
             return 200, "text/plain", b"/metrics /healthz /readyz\n"
         return 404, "text/plain", b"not found: /metrics /healthz /readyz\n"
+
+
+def _response(status: int, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def start_operations(rt: Runtime, pool: asyncpg.Pool[asyncpg.Record]) -> Operations:

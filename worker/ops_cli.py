@@ -40,6 +40,7 @@ from worker.errors import ResultNotFound
 from worker.health import read_workers, recent_failures
 from worker.queue_stats import QueueStats, queue_stats
 from worker.redis_settings import redis_settings
+from worker.waiting import waiting_reason
 
 EXIT_UNHEALTHY, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 # Argument names masked in displayed payloads, besides the jobs' declared secret fields.
@@ -290,6 +291,9 @@ async def inspect_job(config: Config, redis: ArqRedis, job_id: str) -> dict[str,
     }
     if payload is not None:
         info["job"] = _job_view(payload)
+        reason = waiting_reason(payload, config.unknown_job_grace)
+        if reason and status in ("queued", "deferred"):
+            info["waiting"] = reason  # what holds it back, and what the worker will do
     if result is not None:
         info["result"] = _result_view(result)
     workers = await read_workers(redis, queue)

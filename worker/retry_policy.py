@@ -30,12 +30,29 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# asyncpg's words for a connection that died under (or just before) an operation: a lost connection
+# seen by a transaction's __aexit__ (which masks the real error), or by an operation in flight.
+LOST_CONNECTION_INTERFACE_ERRORS = (
+    "connection is closed",
+    "connection was closed in the middle of operation",
+)
+# A backend terminated while its connection sat idle in the pool sends its FATAL error before it
+# closes the socket; asyncpg then waits for a ReadyForQuery that never comes, and the next operation
+# on that connection fails with this (asyncpg aborts the connection then, so no later try meets it).
+BROKEN_PROTOCOL_STATE = "cannot switch to state "
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that another try may not meet (outages, contention, timeouts)."""
     if isinstance(exc, WorkerError):
         return bool(getattr(exc, "retryable", False))
-    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
-        return True  # a connection lost mid-transaction: asyncpg's __aexit__ masks the real error
+    if isinstance(exc, asyncpg.InterfaceError):
+        if any(words in str(exc) for words in LOST_CONNECTION_INTERFACE_ERRORS):
+            return True
+    elif isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith(
+        BROKEN_PROTOCOL_STATE
+    ):
+        return True
     return isinstance(exc, TRANSIENT_ERRORS)
 
 

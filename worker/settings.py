@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from functools import partial
 
@@ -12,7 +13,7 @@ from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 
-from worker import codec
+from worker import codec, exit_errors
 from worker.config import load_config
 from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names, secret_fields
 from worker.lifecycle import shutdown, startup
@@ -22,7 +23,11 @@ from worker.redis_settings import redis_settings
 # arq's Worker takes the loop from the current policy, so this makes the `arq` CLI run on uvloop.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+# An error the operator can fix (a bad setting, no schema, Redis unreachable) ends the command with
+# one line and exit 2, not a traceback: from the configuration's loading on.
+exit_errors.install(os.environ.get("LOG_FORMAT", "auto"))
 _config = load_config()
+exit_errors.install(_config.log_format, _config)
 # The `arq` command configures its logger after importing this module: in LOG_FORMAT from its first
 # line on (one JSON object per line unless stderr is a terminal).
 arq.cli.default_log_config = partial(arq_log_config, _config.log_format)  # type: ignore[attr-defined]

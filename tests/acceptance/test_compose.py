@@ -47,6 +47,9 @@ CONFIG_VARIABLES = {name.upper(): name for name in Config.model_fields}
 SERVICE_URLS = {"DATABASE_URL", "REDIS_URL"}
 # An empty value means something (no cron job), so compose must default only when unset.
 EMPTY_IS_A_VALUE = {"CRON_DEACTIVATE"}
+# Set by docker-compose.yml itself, whatever .env says: the metrics endpoint listens on the
+# container's interfaces for Prometheus on the compose network (the worker's default is loopback).
+SET_BY_COMPOSE = {"METRICS_HOST": "0.0.0.0"}
 COMPOSE_ONLY = {
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
@@ -282,6 +285,9 @@ def test_worker_compose_defaults_are_the_config_defaults(worker: dict[str, Any])
             continue
         default = Config.model_fields[field].default
         value = env.get(name)
+        if name in SET_BY_COMPOSE:
+            assert value == SET_BY_COMPOSE[name], f"{name}: docker-compose.yml sets {value!r}"
+            continue
         if default is None:  # an empty value is invalid: pass it through only when it is set
             assert value is None, f"{name} must be passed through (`{name}:`), not {value!r}"
             continue

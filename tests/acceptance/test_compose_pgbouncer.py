@@ -86,7 +86,10 @@ async def scram_role(pool: asyncpg.Pool[asyncpg.Record]) -> AsyncIterator[tuple[
 
 @pytest.fixture
 def entrypoint_bouncer(config: Config, scram_role: tuple[str, str]) -> Iterator[int]:
-    """deploy/pgbouncer/entrypoint.sh run as in the container (unprivileged), on a free port."""
+    """deploy/pgbouncer/entrypoint.sh run as in the container (unprivileged), on a free port.
+
+    The unprivileged user runs a copy in the temporary directory: the clone itself may sit in a
+    directory that only its owner can enter (a private home, a ``mktemp -d`` folder)."""
     role, password = scram_role
     server = urlsplit(config.database_url)
     port = free_port()
@@ -94,6 +97,9 @@ def entrypoint_bouncer(config: Config, scram_role: tuple[str, str]) -> Iterator[
     ids = unprivileged_ids()
     if ids is not None:
         os.chmod(workdir, 0o777)  # the dropped user writes its ini here
+    script = workdir / ENTRYPOINT.name  # all the entrypoint needs: it writes the rest itself
+    shutil.copyfile(ENTRYPOINT, script)
+    script.chmod(0o755)
     env = {
         "PATH": os.environ.get("PATH", "") + ":/usr/sbin",
         "PGBOUNCER_DIR": str(workdir / "run"),
@@ -105,7 +111,7 @@ def entrypoint_bouncer(config: Config, scram_role: tuple[str, str]) -> Iterator[
     }
     log = (workdir / "pgbouncer.log").open("wb")
     proc = subprocess.Popen(
-        ["sh", str(ENTRYPOINT)],
+        ["sh", str(script)],
         env=env,
         user=ids[0] if ids else None,
         group=ids[1] if ids else None,

@@ -14,9 +14,9 @@ from arq.worker import Worker, func
 from jobs.registry import JOBS_BY_NAME
 from tests.conftest import RunWorker
 from worker import codec
+from worker.claims import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
 from worker.client import JobClient
 from worker.config import Config
-from worker.consumer import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
 from worker.leases import LeaseKeeper
 from worker.queue_stats import queue_stats
 from worker.redis_settings import redis_settings

@@ -211,3 +211,59 @@ def test_deserialize_accepts_payload_exactly_at_the_limit() -> None:
 
 def test_payload_error_is_a_value_error() -> None:
     assert issubclass(PayloadError, ValueError)
+
+
+# Payloads that once escaped the decoder as RecursionError, ValueError or a silent UTF-16 read.
+
+
+def test_deserialize_refuses_deep_nesting_with_a_payload_error() -> None:
+    data = b'{"k": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(PayloadError, match="nested deeper than 500 levels"):
+        deserialize(data)
+
+
+@pytest.mark.parametrize("depth", [500, 1000, 1023])
+def test_deserialize_refuses_nesting_it_could_not_encode_again(depth: int) -> None:
+    # orjson decodes up to 1024 levels; json.dumps (the fallback past orjson's 255) stops at ~990.
+    data = b'{"k": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(PayloadError, match="nested deeper than 500 levels"):
+        deserialize(data)
+
+
+def test_deserialize_takes_nesting_up_to_the_limit_and_encodes_it_again() -> None:
+    value = {"k": json.loads("[" * 499 + "]" * 499)}  # 500 levels with the object
+    assert deserialize(serialize(value)) == value
+
+
+def test_deserialize_refuses_an_integer_over_pythons_digit_limit() -> None:
+    data = b'{"k": ' + b"7" * 5000 + b"}"
+    with pytest.raises(PayloadError, match=r"integer of more than 4300 digits"):
+        deserialize(data)
+
+
+def test_deserialize_reads_long_integers_under_the_limit_exactly() -> None:
+    assert deserialize(b'{"k": ' + b"7" * 4300 + b"}") == {"k": int("7" * 4300)}
+
+
+def test_deserialize_reads_utf8_only() -> None:
+    with pytest.raises(PayloadError, match="not UTF-8 JSON"):
+        deserialize('{"f": "get_user"}'.encode("utf-16"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, pickle.HIGHEST_PROTOCOL])
+def test_a_pickle_gets_a_hint_at_arqs_json_settings(protocol: int) -> None:
+    with pytest.raises(PayloadError) as info:
+        deserialize(pickle.dumps(_job(1), protocol=protocol))
+    message = str(info.value)
+    assert message.startswith(
+        "payload is not UTF-8 JSON (UnicodeDecodeError); it looks like a pickle"
+    )
+    for words in ("job_serializer=json.dumps", "job_deserializer=json.loads", "ISO-8601"):
+        assert words in message
+    assert "docs/wire-format.md" in message
+
+
+def test_bytes_that_are_not_a_pickle_get_no_hint() -> None:
+    with pytest.raises(PayloadError) as info:
+        deserialize(b"\xff\xfe not json")
+    assert "pickle" not in str(info.value)

@@ -103,12 +103,13 @@ def logging_state() -> Iterator[None]:
     """Restore the levels, handlers and filters configure_logging changes."""
     names = ["arq", "arq.worker", "worker", "jobs"]
     loggers = [logging.getLogger(n) for n in names] + [logging.getLogger()]
-    saved = [(lg, lg.level, list(lg.handlers), list(lg.filters)) for lg in loggers]
+    saved = [(lg, lg.level, list(lg.handlers), list(lg.filters), lg.propagate) for lg in loggers]
     yield
-    for lg, level, handlers, filters in saved:
+    for lg, level, handlers, filters, propagate in saved:
         lg.setLevel(level)
         lg.handlers[:] = handlers
         lg.filters[:] = filters
+        lg.propagate = propagate
 
 
 @pytest.mark.usefixtures("logging_state")
@@ -121,16 +122,18 @@ def test_configure_logging_sets_levels_and_redaction_once() -> None:
 
 
 @pytest.mark.usefixtures("logging_state")
-def test_configure_logging_adds_one_handler_when_root_is_unhandled() -> None:
+def test_configure_logging_adds_one_root_handler_when_root_is_unhandled() -> None:
+    """Every logger's records (asyncpg's too) then go through the one handler and formatter."""
     logging.getLogger().handlers[:] = []
     for name in ("worker", "jobs"):
         logging.getLogger(name).handlers[:] = []
     configure_logging("INFO")
     configure_logging("INFO")
+    handlers = logging.getLogger().handlers
+    assert len(handlers) == 1
+    assert isinstance(handlers[0], logging.StreamHandler)
     for name in ("worker", "jobs"):
-        handlers = logging.getLogger(name).handlers
-        assert len(handlers) == 1
-        assert isinstance(handlers[0], logging.StreamHandler)
+        assert logging.getLogger(name).handlers == []
 
 
 @pytest.mark.usefixtures("logging_state")

@@ -61,3 +61,34 @@ def test_unparseable_input_does_not_raise_or_leak(url: str) -> None:
     masked = mask_url(url)
     assert masked == "<unparseable URL>"
     assert "hunter2" not in masked
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:5432/postgres?password=s3cret",
+            "postgresql://postgres@127.0.0.1:5432/postgres?password=***",
+        ),
+        (
+            "postgresql://app@db/x?sslmode=verify-full&sslpassword=s3cret&application_name=w",
+            "postgresql://app@db/x?sslmode=verify-full&sslpassword=***&application_name=w",
+        ),
+        (
+            "postgresql://app:hunter2@db/x?PASSWORD=s3cret#frag",
+            "postgresql://app:***@db/x?PASSWORD=***#frag",
+        ),
+        (
+            "postgresql:///x?host=/run/pg&password=s%40cret",
+            "postgresql:///x?host=/run/pg&password=***",
+        ),
+        ("redis://cache:6379/0?password=s3cret", "redis://cache:6379/0?password=***"),
+        (
+            "postgresql://db/x?passfile=/home/app/.pgpass",
+            "postgresql://db/x?passfile=/home/app/.pgpass",
+        ),
+    ],
+)
+def test_password_in_the_query_string_is_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert "s3cret" not in mask_url(url) and "s%40cret" not in mask_url(url)
