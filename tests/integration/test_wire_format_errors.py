@@ -100,7 +100,8 @@ async def test_an_unknown_jobs_positional_arguments_are_masked_one_by_one(
     config: Config, run_worker: RunWorker, raw: redis_py.Redis
 ) -> None:
     now = int(time.time() * 1000)
-    payload = {"t": None, "f": "no_such_job", "a": ["s3cret-value", 7], "k": {}, "et": now}
+    payload: dict[str, Any] = {"t": None, "f": "no_such_job", "a": ["s3cret-value", 7], "k": {}}
+    payload["et"] = now
     result = await run_payload(config, run_worker, raw, json.dumps(payload).encode())
     assert result["r"]["error"] == "UnknownJobName"
     assert (result["f"], result["a"], result["k"]) == ("no_such_job", ["**********"] * 2, {})
