@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 # PYTHONPATH=/app: the code runs from /app rather than from site-packages, because
-# worker/database.py reads the SQL migrations from /app/migrations, beside the worker package.
+# worker/db/pool.py reads the SQL migrations from /app/migrations, beside the worker package.
 # METRICS_HOST=0.0.0.0: the worker's /metrics, /healthz and /readyz (unauthenticated) listen on the
 # container's own interfaces, so that a scraper on the container network reaches them; the
 # worker's default outside a container is loopback (docs/security.md). Publish no port for it.

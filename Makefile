@@ -34,6 +34,7 @@ run: setup  ## the worker, in the foreground
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

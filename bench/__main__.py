@@ -30,7 +30,7 @@ from bench.options import Options
 from bench.options import parser as bench_parser
 from bench.runner import execute, plan
 from bench.systems import Target
-from worker.urls import mask_url
+from worker.core.masking import mask_url
 
 PACKAGES = ("arq", "asyncpg", "redis", "hiredis", "uvloop", "saq", "pydantic")
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from worker.database import connect, database_name, ensure_database, migrate, with_database
-from worker.seed import seed_users
+from worker.db.pool import connect, database_name, ensure_database, migrate, with_database
+from worker.ops.seed import seed_users
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ from bench.probes import limit
 from bench.procs import postgres_cpu_seconds
 from bench.runner import Step, execute
 from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker
-from worker.database import with_database
-from worker.urls import mask_url
+from worker.core.masking import mask_url
+from worker.db.pool import with_database
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any
 from jobs.context import JobContext
 from jobs.models import JobArgs
 from jobs.registry import JOBS, JobSpec
-from worker import codec
-from worker.functions import arq_function, job_names, secret_fields
+from worker.queue import codec
+from worker.runtime.functions import arq_function, job_names, secret_fields
 from worker.settings import Settings
 
 

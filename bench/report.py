@@ -594,8 +594,8 @@ worker running.
 {limit_table(data)}
 {growth}## Method
 
-* **Database**: `users` with {meta["users"]:,} rows (seeded by `worker.seed.seed_users`, migrated by
-  `worker.database.migrate`); every DB job and the limit run `select * from users where id=$1` (or this
+* **Database**: `users` with {meta["users"]:,} rows (seeded by `worker.ops.seed.seed_users`, migrated by
+  `worker.db.pool.migrate`); every DB job and the limit run `select * from users where id=$1` (or this
   worker's `get_user`, the same lookup) with a random id, an index lookup on a cached table.
 * **Systems**, each as a subprocess started in a scratch directory with only its own variables:
   * *this worker*: `arq bench.ours_settings.BenchSettings --burst`, the real `worker.Settings` plus a
@@ -606,7 +606,7 @@ worker running.
     `poll_delay` 0.5 s, INFO log lines, results kept; asyncpg pool (min(10, pool), pool) in `ctx`.
   * *SAQ*: `python -m bench.saq_app --burst` (`Worker(burst=True, dequeue_timeout=0.5)`), JSON, no
     per-job logging (its default), the same pool in the context.
-* **Drains** ({cs}): jobs enqueued in bulk first (this worker: `worker.wire.enqueue_many`, its
+* **Drains** ({cs}): jobs enqueued in bulk first (this worker: `worker.queue.enqueue.enqueue_many`, its
   Lua script, one call per 1,000 jobs; bare arq: arq's keys written by a pipeline; SAQ:
   `Queue.enqueue`, 100 at a time), then the burst worker drains them. Throughput = completed jobs /
   (first start → last finish) from arq's stored results (`st`, `ft`) or SAQ's job records (`started`,

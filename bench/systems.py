@@ -25,7 +25,7 @@ from bench.common import JobTiming, decode_json, decode_pickle, read_arq_results
 from bench.database import BenchDatabase
 from bench.options import Options, pool_for
 from bench.procs import Monitored, child_env
-from worker.wire import enqueue_many, now_ms
+from worker.queue.enqueue import enqueue_many, now_ms
 
 OURS_SETTINGS = "bench.ours_settings.BenchSettings"
 ARQ_SETTINGS = "bench.arq_naive.WorkerSettings"
@@ -61,7 +61,7 @@ class Target:
 async def ours_bulk_enqueue(
     redis: Redis, queue: str, jobs: Sequence[tuple[str, dict[str, Any]]]
 ) -> int:
-    """This worker's own bulk path (``worker.wire.enqueue_many``: its Lua enqueue script, which
+    """This worker's own bulk path (``worker.queue.enqueue.enqueue_many``: its Lua enqueue script, which
     refuses taken job ids, pipelined); returns how many were added."""
     added = await enqueue_many(redis, queue, jobs, PIPELINE_CHUNK)
     return sum(added)

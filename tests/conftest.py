@@ -19,11 +19,11 @@ from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker, create_worker
 
 from jobs.context import RESOURCES_KEY, Resources
-from worker import codec
 from worker.config import Config, load_config
-from worker.database import init_connection, migrate, with_database
-from worker.functions import job_names
-from worker.redis_settings import redis_settings
+from worker.db.pool import init_connection, migrate, with_database
+from worker.queue import codec
+from worker.queue.connection import redis_settings
+from worker.runtime.functions import job_names
 
 ADMIN_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

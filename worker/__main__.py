@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from worker.cli import main
+from worker.ops.cli import main
 
 raise SystemExit(main())

@@ -14,12 +14,12 @@ from arq.jobs import Job, JobStatus
 
 from jobs.models import DeactivatedUsers, User, UserCount, UserList, UserPage
 from jobs.registry import JOBS_BY_NAME, JobSpec
-from worker import codec
 from worker.config import Config, load_config
-from worker.connectivity import open_redis
 from worker.errors import DuplicateJob, JobFailed, ResultNotFound, ResultTimeout, UnknownJob
-from worker.redis_settings import close_redis
-from worker.wire import enqueue_many, enqueue_payload
+from worker.queue import codec
+from worker.queue.connect import open_redis
+from worker.queue.connection import close_redis
+from worker.queue.enqueue import enqueue_many, enqueue_payload
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.cron_schedule import parse_schedule
+from worker.core.cron_schedule import parse_schedule
 from worker.errors import ConfigError
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -40,7 +40,7 @@ class Config(BaseSettings):
     # transaction mode), a transaction pooler in DATABASE_URL, and the fleet's connection budget.
     pg_statement_cache_size: Annotated[int, Field(ge=0)] = 100
     pg_transaction_pooling: bool = False
-    # asyncpg's session reset on every release (jobs keep no session state: worker/database.py).
+    # asyncpg's session reset on every release (jobs keep no session state: worker/db/pool.py).
     pg_reset_session: bool = False
     pg_connection_budget: Annotated[int | None, Field(ge=1)] = None
     pg_pool_over_budget: Literal["refuse", "shrink"] = "refuse"
@@ -56,7 +56,7 @@ class Config(BaseSettings):
     shutdown_grace: Annotated[float, Field(ge=0)] = 25.0
     unknown_job_grace: Annotated[float, Field(ge=0)] = 300.0
     redis_retry_window: Annotated[float, Field(ge=0)] = 60.0
-    # A Redis that stops answering without closing the connection (worker/redis_settings.py): a
+    # A Redis that stops answering without closing the connection (worker/queue/connection.py): a
     # read waits this long, then the connection is dropped and the command retried. Above the
     # consumer's idle block on <queue>:wake (1 s).
     redis_socket_timeout: Annotated[float, Field(ge=2)] = 5.0

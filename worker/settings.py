@@ -13,12 +13,19 @@ from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 
-from worker import codec, exit_errors
 from worker.config import load_config
-from worker.functions import ARQ_MAX_TRIES, arq_functions, cron_jobs, job_names, secret_fields
-from worker.lifecycle import shutdown, startup
-from worker.logs import arq_log_config
-from worker.redis_settings import redis_settings
+from worker.core.logs import arq_log_config
+from worker.queue import codec
+from worker.queue.connection import redis_settings
+from worker.runtime import exit_errors
+from worker.runtime.functions import (
+    ARQ_MAX_TRIES,
+    arq_functions,
+    cron_jobs,
+    job_names,
+    secret_fields,
+)
+from worker.runtime.lifecycle import shutdown, startup
 
 # arq's Worker takes the loop from the current policy, so this makes the `arq` CLI run on uvloop.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -55,7 +62,7 @@ class Settings:
     # SIGTERM: stop taking jobs, let running ones finish this long, then cancel and re-queue them.
     job_completion_wait = int(_config.shutdown_grace)
     keep_result = _config.keep_result
-    # arq's own loop only keeps house (health, cron, burst, signals): worker/consumer.py takes
+    # arq's own loop only keeps house (health, cron, burst, signals): worker/runtime/consumer.py takes
     # the jobs, waking on enqueue or after POLL_DELAY.
     poll_delay = max(_config.poll_delay, 0.5)
     health_check_interval = _config.health_check_interval

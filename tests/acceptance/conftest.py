@@ -23,7 +23,7 @@ import redis.asyncio as redis_py
 from tests.conftest import ADMIN_URL, REDIS_URL
 from tests.faults.conftest import FAULT_ENV, counters, fault_tables, pg_proxy, redis_proxy, spawn
 from worker.config import Config
-from worker.database import with_database
+from worker.db.pool import with_database
 
 __all__ = ["counters", "fault_tables", "pg_proxy", "redis_proxy", "spawn"]
 

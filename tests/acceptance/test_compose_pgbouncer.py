@@ -31,7 +31,7 @@ from tests.conftest import RunWorker
 from tests.pgbouncer import free_port, unprivileged_ids
 from worker.client import JobClient
 from worker.config import Config
-from worker.database import grant_worker_role
+from worker.db.pool import grant_worker_role
 
 pytestmark = pytest.mark.acceptance
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ADMIN_URL
 from worker.config import Config
-from worker.database import with_database
+from worker.db.pool import with_database
 
 pytestmark = pytest.mark.acceptance
 

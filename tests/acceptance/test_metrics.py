@@ -15,7 +15,7 @@ from tests.acceptance.conftest import free_port, http_get
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy
 from worker.config import Config
-from worker.consumer import failures_key
+from worker.queue.keys import failures_key
 
 pytestmark = pytest.mark.acceptance
 

@@ -107,13 +107,13 @@ async def test_an_oversized_request_is_refused_without_a_traceback(
     assert "exc" not in {key for entry in json_lines(log) for key in entry}, log
 
 
-# What the worker process does (worker/logs.py under arq's own configuration, as `arq
+# What the worker process does (worker/core/logs.py under arq's own configuration, as `arq
 # worker.Settings` runs it), then a record of asyncpg's pool logger with a traceback, as asyncpg
 # writes one when a pool connection is lost.
 ASYNCPG_RECORD = textwrap.dedent(
     """
     import logging, logging.config
-    from worker.logs import arq_log_config, configure_logging
+    from worker.core.logs import arq_log_config, configure_logging
     logging.config.dictConfig(arq_log_config("json", False))
     configure_logging("INFO", "json")
     try:
@@ -123,7 +123,7 @@ ASYNCPG_RECORD = textwrap.dedent(
             "A connection was lost:\\n  reconnecting", exc_info=True
         )
     logging.getLogger("arq.worker").info("an arq line")
-    logging.getLogger("worker.consumer").info("a worker line")
+    logging.getLogger("worker.runtime.consumer").info("a worker line")
     logging.getLogger("asyncio").error("an asyncio error")
     """
 )
@@ -142,7 +142,7 @@ def test_a_record_of_any_logger_is_one_json_line() -> None:
     assert [e["logger"] for e in entries] == [
         "asyncpg.pool",
         "arq.worker",
-        "worker.consumer",
+        "worker.runtime.consumer",
         "asyncio",
     ]
     lost = entries[0]

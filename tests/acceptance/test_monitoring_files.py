@@ -13,7 +13,7 @@ import yaml
 
 from tests.acceptance.test_compose import as_argv, defaults_in, environment_of
 from worker.config import Config
-from worker.metrics import WorkerMetrics
+from worker.runtime.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.acceptance
 

@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from tests.acceptance.conftest import free_port, http_get, http_json, run_command, worker_cli
 from tests.faults.conftest import SETTINGS, Counters, Spawn, WorkerProcess, wait_until
 from worker.config import Config
-from worker.health import read_workers
+from worker.queue.health import read_workers
 
 pytestmark = pytest.mark.acceptance
 

@@ -10,8 +10,8 @@ import pytest
 from arq.connections import ArqRedis
 
 from tests.acceptance.test_worker_process import cli
-from worker.budget import Registration, register
 from worker.config import Config
+from worker.db.budget import Registration, register
 
 pytestmark = pytest.mark.acceptance
 

@@ -23,10 +23,10 @@ import pytest
 from tests.conftest import RunWorker
 from worker.client import JobClient
 from worker.config import Config
-from worker.connectivity import check_postgres, check_redis
-from worker.database import APPLICATION_NAME, connect, ensure_database, migrate
+from worker.db.pool import APPLICATION_NAME, check_postgres, connect, ensure_database, migrate
 from worker.errors import DatabaseUnavailable, RedisUnavailable
-from worker.lifecycle import shutdown
+from worker.queue.connect import check_redis
+from worker.runtime.lifecycle import shutdown
 
 pytestmark = pytest.mark.acceptance
 

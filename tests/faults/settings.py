@@ -6,8 +6,8 @@ from typing import Any
 
 from jobs.registry import JOBS
 from tests.faults.jobs import FAULT_JOBS
-from worker import codec
-from worker.functions import arq_function, job_names, secret_fields
+from worker.queue import codec
+from worker.runtime.functions import arq_function, job_names, secret_fields
 from worker.settings import Settings
 
 _functions = [*Settings.functions, *(arq_function(spec) for spec in FAULT_JOBS)]

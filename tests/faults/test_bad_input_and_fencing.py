@@ -23,8 +23,8 @@ from arq.jobs import Job, JobResult
 
 from tests.conftest import REDIS_URL
 from tests.faults.conftest import Counters, Spawn, wait_until
-from worker.codec import MAX_PAYLOAD_BYTES, REDACTED
 from worker.config import Config
+from worker.queue.codec import MAX_PAYLOAD_BYTES, REDACTED
 
 pytestmark = pytest.mark.faults
 

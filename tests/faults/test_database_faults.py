@@ -1,7 +1,7 @@
 """F5 to F7 and F9: PostgreSQL faults. A job past its deadline has its query cancelled on the server
 and its transaction rolled back on a connection the pool keeps; backends terminated under running
 jobs cost retries but never an effect or a dead letter, and a database unreachable for seconds costs
-neither (nor a try: worker/breaker.py); a pool ten times smaller than the worker's concurrency serves
+neither (nor a try: worker/runtime/breaker.py); a pool ten times smaller than the worker's concurrency serves
 every job exactly once."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from arq.jobs import Job
 from tests.faults.conftest import Counters, Spawn, WorkerProcess, url_via, wait_until
 from tests.faults.proxy import Proxy
 from worker.config import Config
-from worker.database import APPLICATION_NAME
+from worker.db.pool import APPLICATION_NAME
 
 if TYPE_CHECKING:
     Pool = asyncpg.Pool[asyncpg.Record]

@@ -33,10 +33,10 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from tests.conftest import REDIS_URL
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy
-from worker.codec import POISON_FUNCTION, REDACTED
 from worker.config import Config
-from worker.database import APPLICATION_NAME
-from worker.wire import enqueue_many
+from worker.db.pool import APPLICATION_NAME
+from worker.queue.codec import POISON_FUNCTION, REDACTED
+from worker.queue.enqueue import enqueue_many
 
 if TYPE_CHECKING:
     Pool = asyncpg.Pool[asyncpg.Record]

@@ -16,8 +16,8 @@ from arq.jobs import Job
 
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy
-from worker.claims import CLAIM_SCRIPT
 from worker.config import Config
+from worker.runtime.claims import CLAIM_SCRIPT
 
 pytestmark = pytest.mark.faults
 

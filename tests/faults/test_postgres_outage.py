@@ -1,5 +1,5 @@
 """F18: PostgreSQL unreachable far longer than a job's whole retry budget. The worker's circuit
-breaker (worker/breaker.py) stops claiming and gives back the tries of the jobs that met the
+breaker (worker/runtime/breaker.py) stops claiming and gives back the tries of the jobs that met the
 outage, so a backlog outlives the outage: nothing lost, nothing dead-lettered, no try burnt."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from arq.jobs import Job
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy, _free_port
 from worker.config import Config
-from worker.health import read_workers
+from worker.queue.health import read_workers
 
 if TYPE_CHECKING:
     Pool = asyncpg.Pool[asyncpg.Record]

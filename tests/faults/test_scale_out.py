@@ -30,10 +30,10 @@ from tests.faults.conftest import (
     wait_until,
     worker_environment,
 )
-from worker import codec
-from worker.budget import fleet
 from worker.config import Config
-from worker.wire import enqueue_many
+from worker.db.budget import fleet
+from worker.queue import codec
+from worker.queue.enqueue import enqueue_many
 
 pytestmark = pytest.mark.faults
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL circuit breaker (worker/breaker.py) against the real server, reached through a
+"""The PostgreSQL circuit breaker (worker/runtime/breaker.py) against the real server, reached through a
 proxy that the test cuts off and restores."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from jobs.errors import PoolAcquireTimeout
 from tests.faults.conftest import url_via
 from tests.faults.proxy import Proxy
-from worker import breaker as breaker_module
-from worker.breaker import PostgresBreaker
 from worker.config import Config
-from worker.metrics import WorkerMetrics
+from worker.runtime import breaker as breaker_module
+from worker.runtime.breaker import PostgresBreaker
+from worker.runtime.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ async def test_it_opens_while_postgres_is_unreachable_and_closes_when_it_answers
     task = asyncio.create_task(breaker.run())
     try:
         pg_proxy.cut()
-        caplog.set_level(logging.INFO, "worker.breaker")
+        caplog.set_level(logging.INFO, "worker.runtime.breaker")
         # Many jobs failing at once share one probe; the first of them already has its try back.
         answers = await asyncio.gather(
             *(breaker.unreachable(ConnectionRefusedError("refused")) for _ in range(20))
@@ -80,7 +80,7 @@ async def test_it_opens_while_postgres_is_unreachable_and_closes_when_it_answers
         await asyncio.wait_for(woken.wait(), 10)  # the consumer's wake-up
         assert not breaker.open and gauge(metrics) == 0
         assert await pool.fetchval("SELECT 1") == 1  # the pool's connections were replaced
-        messages = [r.getMessage() for r in caplog.records if r.name == "worker.breaker"]
+        messages = [r.getMessage() for r in caplog.records if r.name == "worker.runtime.breaker"]
         assert any("unreachable (ConnectionRefusedError" in m for m in messages), messages
         assert any("reachable again" in m for m in messages), messages
     finally:
@@ -94,7 +94,7 @@ async def test_the_logged_url_is_masked(caplog: pytest.LogCaptureFixture) -> Non
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     breaker = PostgresBreaker(f"postgresql://postgres:hunter2-secret@127.0.0.1:{port}/x", 1.0)
-    caplog.set_level(logging.WARNING, "worker.breaker")
+    caplog.set_level(logging.WARNING, "worker.runtime.breaker")
     assert await breaker.unreachable(OSError("refused"))
     text = " ".join(r.getMessage() for r in caplog.records) + str(breaker.state())
     assert "hunter2-secret" not in text and "***" in text

@@ -15,20 +15,19 @@ from arq.connections import ArqRedis
 
 from jobs.context import RESOURCES_KEY
 from tests.conftest import RunWorker
-from worker.budget import (
+from worker.client import JobClient
+from worker.config import Config
+from worker.db.budget import (
     REGISTRATION_TTL,
     BudgetKeeper,
     Registration,
     _pid_namespace,
     fleet,
     register,
-    registration_key,
-    registry_key,
 )
-from worker.client import JobClient
-from worker.config import Config
 from worker.errors import OverBudget, PoolTooLarge
-from worker.lifecycle import CONFIG_KEY, shutdown, startup
+from worker.queue.keys import registration_key, registry_key
+from worker.runtime.lifecycle import CONFIG_KEY, shutdown, startup
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +127,7 @@ async def test_shrink_opens_a_smaller_pool_and_says_so(
     await other_worker(arq_redis, config.queue_name, "b", pool_max=4)
     cfg = budgeted(config, 12, 8, pg_pool_over_budget="shrink", pg_pool_min_size=4)
     ctx: dict[str, Any] = {"config": cfg, "redis": arq_redis}
-    with caplog.at_level(logging.WARNING, logger="worker.budget"):
+    with caplog.at_level(logging.WARNING, logger="worker.db.budget"):
         await startup(ctx)
     try:
         pool = ctx[RESOURCES_KEY].pool
@@ -138,7 +137,7 @@ async def test_shrink_opens_a_smaller_pool_and_says_so(
         assert [r.pool_max for r in mine] == [3]
     finally:
         await shutdown(ctx)
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "worker.budget"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "worker.db.budget"]
     assert warning.startswith("PG_POOL_MAX_SIZE=8 is over the connection budget")
     assert "2 other live worker(s) may open 9, which leaves 3" in warning
     assert "PG_POOL_OVER_BUDGET=shrink: this worker's pool is shrunk to 3 connections" in warning

@@ -1,4 +1,4 @@
-"""Claim rounds (worker/claims.py): a round sent again answers its own claims, never new ones."""
+"""Claim rounds (worker/runtime/claims.py): a round sent again answers its own claims, never new ones."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from worker.claims import Claimer
 from worker.config import Config
-from worker.wire import enqueue_many
+from worker.queue.enqueue import enqueue_many
+from worker.runtime.claims import Claimer
 
 pytestmark = pytest.mark.integration
 

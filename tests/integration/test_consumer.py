@@ -1,4 +1,4 @@
-"""The fast consumer (worker/consumer.py): arq's Redis format kept, wake-up on enqueue, odd entries."""
+"""The fast consumer (worker/runtime/consumer.py): arq's Redis format kept, wake-up on enqueue, odd entries."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from arq.worker import Worker, func
 
 from jobs.registry import JOBS_BY_NAME
 from tests.conftest import RunWorker
-from worker import codec
-from worker.claims import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
 from worker.client import JobClient
 from worker.config import Config
-from worker.leases import LeaseKeeper
-from worker.queue_stats import queue_stats
-from worker.redis_settings import redis_settings
-from worker.wire import enqueue_many
+from worker.queue import codec
+from worker.queue.connection import redis_settings
+from worker.queue.enqueue import enqueue_many
+from worker.queue.stats import queue_stats
+from worker.runtime.claims import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
+from worker.runtime.leases import LeaseKeeper
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from arq.worker import create_worker, func
 
 from tests.conftest import RunWorker
 from worker.config import Config
-from worker.functions import CRON_DEACTIVATE, cron_jobs, cron_name, deactivate_inactive_cron
-from worker.redis_settings import redis_settings
+from worker.queue.connection import redis_settings
+from worker.runtime.functions import CRON_DEACTIVATE, cron_jobs, cron_name, deactivate_inactive_cron
 
 pytestmark = pytest.mark.integration
 

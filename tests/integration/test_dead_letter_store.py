@@ -15,8 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import REDIS_URL
 from worker.config import Config
-from worker.database import init_connection
-from worker.dead_letters import PERMANENT, DeadLetter, DeadLetterStore
+from worker.db.dead_letters import PERMANENT, DeadLetter, DeadLetterStore
+from worker.db.pool import init_connection
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ async def test_a_letter_neither_store_takes_is_held_logged_and_saved_later(
     store = DeadLetterStore(closed_pool, no_redis, config.queue_name)
     errors: list[str] = []
     store.on_error = lambda exc: errors.append(type(exc).__name__)
-    with caplog.at_level(logging.WARNING, logger="worker.dead_letters"):
+    with caplog.at_level(logging.WARNING, logger="worker.db.dead_letters"):
         await store.add(letter(config.queue_name, "held-1"))  # never raises
     assert [held.job_id for held in store.unsaved] == ["held-1"]
     assert errors == ["InterfaceError", "ConnectionError"]

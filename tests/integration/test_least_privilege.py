@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import RunWorker
 from worker.client import JobClient
 from worker.config import Config
-from worker.database import grant_worker_role
+from worker.db.pool import grant_worker_role
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from arq.connections import ArqRedis
 from jobs.context import RESOURCES_KEY, Resources
 from tests.conftest import ADMIN_URL, RunWorker
 from worker.config import Config
-from worker.database import create_pool, with_database
+from worker.db.pool import create_pool, with_database
 from worker.errors import DatabaseMissing, DatabaseUnavailable, PoolTooLarge, SchemaMissing
-from worker.lifecycle import shutdown, startup
+from worker.runtime.lifecycle import shutdown, startup
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ async def test_pool_smaller_than_max_jobs_is_reported(
 ) -> None:
     small = config.model_copy(update={"worker_max_jobs": 50, "pg_pool_max_size": 10})
     ctx: dict[str, Any] = {"config": small, "redis": arq_redis}
-    with caplog.at_level(logging.WARNING, logger="worker.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="worker.runtime.lifecycle"):
         await startup(ctx)
     await shutdown(ctx)
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)

@@ -21,10 +21,10 @@ from arq.connections import ArqRedis
 from jobs.context import RESOURCES_KEY, Resources, transaction
 from tests.conftest import RunWorker
 from tests.pgbouncer import SERVER_POOL_SIZE, PgBouncer
-from worker.budget import transaction_timeouts
 from worker.client import JobClient
 from worker.config import Config
-from worker.database import create_pool, database_name
+from worker.db.budget import transaction_timeouts
+from worker.db.pool import create_pool, database_name
 from worker.errors import DatabaseUnavailable, JobFailed
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from tests.conftest import RunWorker
 from tests.faults.conftest import fault_tables
 from tests.faults.jobs import FAULT_JOBS
 from tests.faults.proxy import Proxy
-from worker import dead_letters
 from worker.config import Config
-from worker.dead_letters import DeadLetter, DeadLetterStore
-from worker.functions import arq_function
+from worker.db import dead_letters
+from worker.db.dead_letters import DeadLetter, DeadLetterStore
+from worker.runtime.functions import arq_function
 
 pytestmark = pytest.mark.integration
 __all__ = ["fault_tables"]  # the fault suite's fixture, used here too

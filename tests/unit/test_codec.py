@@ -1,4 +1,4 @@
-"""Unit tests of the queue's JSON wire codec (worker.codec)."""
+"""Unit tests of the queue's JSON wire codec (worker.queue.codec)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from worker.codec import MAX_PAYLOAD_BYTES, PayloadError, deserialize, serialize
+from worker.queue.codec import MAX_PAYLOAD_BYTES, PayloadError, deserialize, serialize
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from worker.cron_schedule import parse_schedule
+from worker.core.cron_schedule import parse_schedule
 
 pytestmark = pytest.mark.unit
 

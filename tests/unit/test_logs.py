@@ -1,4 +1,4 @@
-"""Unit tests of the logging policy that keeps job arguments out of the logs (worker.logs)."""
+"""Unit tests of the logging policy that keeps job arguments out of the logs (worker.core.logs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import arq.worker
 import pytest
 
-from worker.logs import (
+from worker.core.logs import (
     ARQ_JOB_START,
     REDACTED,
     RedactJobArgs,

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 
 from jobs.errors import PoolAcquireTimeout
-from worker.health import assess, record_ttl, throughput
-from worker.logs import JsonFormatter, arq_log_config, job_event, use_json
-from worker.metrics import WorkerMetrics
-from worker.ops_cli import mask_arguments
+from worker.core.logs import JsonFormatter, arq_log_config, job_event, use_json
+from worker.ops.status_cli import mask_arguments
+from worker.queue.health import assess, record_ttl, throughput
+from worker.runtime.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def test_auto_format_is_json_off_a_terminal_and_text_on_one() -> None:
 
 def test_json_formatter_writes_one_object_with_the_event_fields() -> None:
     record = logging.LogRecord(
-        "worker.consumer", logging.DEBUG, __file__, 1, "job %s", ("a",), None
+        "worker.runtime.consumer", logging.DEBUG, __file__, 1, "job %s", ("a",), None
     )
     fields = job_event("a", "get_user", 2, 0.0123456789, "succeeded", 0.5, None)
     record.__dict__.update(fields)

@@ -17,9 +17,9 @@ from arq.worker import JobExecutionFailed
 
 from jobs.errors import InvalidJobArguments, JobTimeout, PoolAcquireTimeout, StaleLease
 from jobs.registry import JOBS_BY_NAME
-from worker import codec
-from worker.functions import arq_function
-from worker.retry_policy import RetryPolicy, is_transient
+from worker.queue import codec
+from worker.runtime.functions import arq_function
+from worker.runtime.retry_policy import RetryPolicy, is_transient
 
 pytestmark = pytest.mark.unit
 

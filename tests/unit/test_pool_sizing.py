@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from worker.config import load_config
-from worker.lifecycle import report_pool_sizing
+from worker.runtime.lifecycle import report_pool_sizing
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("clean_env")]
 
@@ -16,13 +16,13 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "worker.lifecycle" and r.levelno == logging.WARNING
+        if r.name == "worker.runtime.lifecycle" and r.levelno == logging.WARNING
     ]
 
 
 def test_warns_when_jobs_exceed_the_pool(caplog: pytest.LogCaptureFixture) -> None:
     config = load_config(worker_max_jobs=50, pg_pool_max_size=10, pg_acquire_timeout=5)
-    with caplog.at_level(logging.WARNING, logger="worker.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="worker.runtime.lifecycle"):
         report_pool_sizing(config)
     [message] = _warnings(caplog)
     assert message.startswith("WORKER_MAX_JOBS=50 > PG_POOL_MAX_SIZE=10: up to 40 jobs wait")
@@ -49,7 +49,7 @@ def test_hold_time_budget(
     budget: str,
 ) -> None:
     config = load_config(worker_max_jobs=jobs, pg_pool_max_size=pool, pg_acquire_timeout=timeout)
-    with caplog.at_level(logging.WARNING, logger="worker.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="worker.runtime.lifecycle"):
         report_pool_sizing(config)
     [message] = _warnings(caplog)
     assert f"up to {jobs - pool} jobs wait" in message
@@ -69,6 +69,6 @@ def test_no_warning_when_the_pool_is_large_enough(
     caplog: pytest.LogCaptureFixture, overrides: dict[str, int]
 ) -> None:
     config = load_config(pg_acquire_timeout=5, **overrides)
-    with caplog.at_level(logging.DEBUG, logger="worker.lifecycle"):
+    with caplog.at_level(logging.DEBUG, logger="worker.runtime.lifecycle"):
         report_pool_sizing(config)
     assert _warnings(caplog) == []

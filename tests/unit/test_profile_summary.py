@@ -10,7 +10,7 @@ from bench.profile import part_of, summarize
 pytestmark = pytest.mark.unit
 
 ARQ = "Worker.run (/v/lib/python3.11/site-packages/arq/worker.py:313)"
-OURS = f"_execute ({ROOT}/worker/consumer.py:420)"
+OURS = f"_execute ({ROOT}/worker/runtime/consumer.py:420)"
 PG = "fetchrow (/v/lib/python3.11/site-packages/asyncpg/connection.py:775)"
 STACKS = [f"{ARQ};{OURS};{PG} 6", f"{ARQ};{OURS} 3", f"{ARQ} 1", "", "not a stack line"]
 
@@ -38,7 +38,7 @@ def test_summary_counts_self_and_inclusive_samples() -> None:
     ]
     by_frame = {row[0]: row[1:] for row in frames}
     assert by_frame["fetchrow (asyncpg/connection.py:775)"] == ["60.0 %", "60.0 %"]
-    assert by_frame["_execute (worker/consumer.py:420)"] == ["30.0 %", "90.0 %"]
+    assert by_frame["_execute (worker/runtime/consumer.py:420)"] == ["30.0 %", "90.0 %"]
     assert by_frame["Worker.run (arq/worker.py:313)"] == ["10.0 %", "100.0 %"]
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the progress display for long work (worker.progress)."""
+"""Unit tests of the progress display for long work (worker.ops.progress)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from worker.progress import Progress
+from worker.ops.progress import Progress
 
 pytestmark = pytest.mark.unit
 

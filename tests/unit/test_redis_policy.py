@@ -1,4 +1,4 @@
-"""Unit tests of the Redis retry policy (worker.redis_settings.OutageRetry): bounded in time, not in
+"""Unit tests of the Redis retry policy (worker.queue.connection.OutageRetry): bounded in time, not in
 tries; the connect window until Redis answered; a stop's deadline; keepalive options."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from worker.config import load_config
 from worker.errors import ConfigError
-from worker.redis_settings import OutageRetry, keepalive_options, redis_settings
+from worker.queue.connection import OutageRetry, keepalive_options, redis_settings
 
 pytestmark = pytest.mark.unit
 

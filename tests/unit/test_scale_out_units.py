@@ -7,11 +7,11 @@ import signal
 
 import pytest
 
-from worker.budget import BudgetCheck, Registration, ServerUsage, check
 from worker.config import load_config, parse_sentinels
+from worker.db.budget import BudgetCheck, Registration, ServerUsage, check
 from worker.errors import ConfigError
-from worker.redis_settings import redis_settings
-from worker.supervisor import Supervisor, describe_exit, per_process_env
+from worker.ops.supervisor import Supervisor, describe_exit, per_process_env
+from worker.queue.connection import redis_settings
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("clean_env")]
 

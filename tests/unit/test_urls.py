@@ -1,10 +1,10 @@
-"""Unit tests of credential masking in connection URLs (worker.urls.mask_url)."""
+"""Unit tests of credential masking in connection URLs (worker.core.masking.mask_url)."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.urls import mask_url
+from worker.core.masking import mask_url
 
 pytestmark = pytest.mark.unit
 

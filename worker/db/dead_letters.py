@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from redis.asyncio import Redis
 
-from worker import codec
 from worker.errors import DeadLetterNotFound, NotReplayable
-from worker.wire import enqueue_payload
+from worker.queue import codec
+from worker.queue.enqueue import enqueue_payload
+from worker.queue.keys import dead_letters_pending_key
 
 if TYPE_CHECKING:
     Pool = asyncpg.Pool[asyncpg.Record]
@@ -108,7 +109,7 @@ class DeadLetterStore:
     def __init__(self, pool: Pool, redis: Redis, queue: str) -> None:
         self.pool = pool
         self.redis = redis
-        self.pending_key = f"{queue}:dead-letters:pending"
+        self.pending_key = dead_letters_pending_key(queue)
         # Letters neither store took (both failed at once): retried by run(), lost if the process
         # stops first (each one is logged as an error).
         self.unsaved: list[DeadLetter] = []

@@ -1,7 +1,7 @@
 """Job leases: a running job's ``arq:in-progress`` key lives ``JOB_LEASE`` seconds and a heartbeat
 renews it, so a crashed worker's job runs again within the lease instead of ``job_timeout + 10 s``.
 
-The claim (``worker/consumer.py``) also moves a running job's score in the queue to its lease's end,
+The claim (``worker/runtime/consumer.py``) also moves a running job's score in the queue to its lease's end,
 and the heartbeat moves it on with the key: a crashed worker's job is due again exactly when its
 lease ends, and claims never have to step over running jobs."""
 

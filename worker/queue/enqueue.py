@@ -11,7 +11,8 @@ from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from worker import codec
+from worker.queue import codec
+from worker.queue.keys import wake_key
 
 ENQUEUE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
@@ -42,7 +43,7 @@ async def enqueue_payload(
 
 def wake(pipe: Pipeline, queue: str) -> None:
     """Queue a wake-up for an idle consumer of ``queue`` (a one-element list, never longer)."""
-    key = f"{queue}:wake"
+    key = wake_key(queue)
     pipe.lpush(key, b"1")
     pipe.ltrim(key, 0, 0)
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.config import Config
-from worker.logs import JsonFormatter, use_json
+from worker.core.logs import JsonFormatter, use_json
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a child that ran this long resets the backoff

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from worker.core.masking import mask_url
 from worker.errors import (
     START_POSTGRES,
     DatabaseMissing,
@@ -18,7 +19,6 @@ from worker.errors import (
     SchemaMissing,
     connection_advice,
 )
-from worker.urls import mask_url
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 APPLICATION_NAME = "pgpool-worker"
 # Any constant works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 0x6A6F6273
@@ -96,7 +96,7 @@ async def check_ready(
     pool: asyncpg.Pool[asyncpg.Record], config: Config, *, room: bool = True
 ) -> None:
     """Fail clearly unless the worker's tables exist and (with ``room``) the server has room for
-    the pool. The worker itself checks the whole fleet's budget instead (worker/budget.py)."""
+    the pool. The worker itself checks the whole fleet's budget instead (worker/db/budget.py)."""
     async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
         for table in REQUIRED_TABLES:
             if await conn.fetchval("SELECT to_regclass($1)", table) is None:
@@ -151,6 +151,12 @@ async def connect(url: str, timeout: float) -> asyncpg.Connection[asyncpg.Record
         return await asyncpg.connect(url, timeout=timeout, statement_cache_size=0)
     except CONNECT_ERRORS as exc:
         raise _unavailable(url, exc) from None
+
+
+async def check_postgres(config: Config, url: str | None = None) -> None:
+    """Connect once to ``url`` (default DATABASE_URL); raises DatabaseUnavailable if it cannot."""
+    conn = await connect(url or config.database_url, config.pg_connect_timeout)
+    await conn.close()
 
 
 async def ensure_database(url: str, timeout: float = 5.0) -> bool:

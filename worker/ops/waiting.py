@@ -1,7 +1,7 @@
 """Why a queued or deferred job has not run, for ``python -m worker inspect``: a job whose name
 this code base's registry does not know, or bytes that are not a job of this queue at all.
 
-The text says what the worker will do with it (``worker/execution.py``): an unknown name waits
+The text says what the worker will do with it (``worker/runtime/execution.py``): an unknown name waits
 UNKNOWN_JOB_GRACE seconds from its enqueue for a deploy that knows it, then becomes an
 ``UnknownJobName`` dead letter; a payload that is not a job becomes a ``PoisonPayload`` dead
 letter as soon as a worker takes it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from jobs.registry import JOBS_BY_NAME
-from worker import codec
+from worker.queue import codec
 
 
 def waiting_reason(payload: bytes, unknown_job_grace: float) -> str | None:

@@ -20,20 +20,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.consumer import failures_key
+from worker.queue.keys import failures_key, workers_index_key
 
 # Readers drop index entries whose record expired long ago; the writer trims them.
 INDEX_KEEP_MS = 3_600_000
 # A dead worker's record stays this long past its liveness window, listed as not live.
 DEAD_RECORD_KEPT = 30.0
-
-
-def workers_index_key(queue: str) -> str:
-    return f"{queue}:workers"
-
-
-def worker_key(queue: str, host: str, pid: int) -> str:
-    return f"{queue}:workers:{host}:{pid}"
 
 
 def liveness_window(interval: float) -> float:

@@ -12,10 +12,10 @@ from arq.worker import Function, func
 
 from jobs.context import JobContext
 from jobs.registry import JOBS, JOBS_BY_NAME, JobSpec
-from worker import codec
 from worker.config import Config
-from worker.cron_schedule import parse_schedule
-from worker.execution import execute, poison_job, runtime, unknown_job
+from worker.core.cron_schedule import parse_schedule
+from worker.queue import codec
+from worker.runtime.execution import execute, poison_job, runtime, unknown_job
 
 # arq's own try limit, only a backstop: the worker's policy (MAX_TRIES) dead-letters jobs first.
 ARQ_MAX_TRIES = 1000

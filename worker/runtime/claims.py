@@ -20,13 +20,10 @@ from typing import Any
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
+from worker.queue.keys import claims_key
+
 # arq's abort set is shared by every queue on the Redis; entries no worker took are dropped after.
 ABORT_MAX_AGE_MS = 3_600_000
-
-
-def claims_key(queue: str, consumer_id: str) -> str:
-    """The consumer's last claim round: its serial and what it claimed (JSON), for a re-send."""
-    return f"{queue}:claims:{consumer_id}"
 
 
 # KEYS[1] = the queue, KEYS[2] = the consumer's claims_key (optional: without it no round is kept

@@ -1,9 +1,9 @@
 """The read-only web dashboard: ``python -m worker dashboard --port 8080`` (a Starlette app on
 uvicorn).
 
-One page (``/``, ``worker/dashboard.html``) that refreshes itself every two seconds from ``/api/overview``: the queue, the
+One page (``/``, ``worker/ops/dashboard.html``) that refreshes itself every two seconds from ``/api/overview``: the queue, the
 jobs in progress, recent failures and dead letters, the workers with their health, pool usage and
-throughput over the last minutes (from the workers' health records, ``worker/health.py``). Nothing
+throughput over the last minutes (from the workers' health records, ``worker/queue/health.py``). Nothing
 on it changes anything: there is no form and no endpoint but GET. Text is inserted with
 ``textContent`` only, so job ids and error messages cannot inject markup.
 """
@@ -27,10 +27,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from worker.config import Config
-from worker.dead_letters import list_letters
-from worker.health import read_workers, recent_failures, throughput
-from worker.queue_stats import queue_stats
-from worker.redis_settings import redis_settings
+from worker.db.dead_letters import list_letters
+from worker.queue.connection import redis_settings
+from worker.queue.health import read_workers, recent_failures, throughput
+from worker.queue.stats import queue_stats
 
 PG_TIMEOUT = 3.0
 HISTORY_BUCKET = 10.0

@@ -1,5 +1,5 @@
 """Command line: set up the database, seed it, enqueue jobs and read results; watch and control
-the workers (health, status, inspect, abort, dashboard: worker/ops_cli.py).
+the workers (health, status, inspect, abort, dashboard: worker/ops/status_cli.py).
 
 Exit codes: 0 success; 1 the job failed (or is not what was asked), or unhealthy; 2 bad usage or
 configuration, or a service is unreachable; 3 no result yet (timeout or still running).
@@ -20,15 +20,16 @@ from redis.exceptions import RedisError
 
 from jobs.errors import WorkerError
 from jobs.registry import JOBS, JOBS_BY_NAME
-from worker import dead_letters, ops_cli
 from worker.client import EnqueueOptions, JobClient
-from worker.codec import REDACTED
 from worker.config import Config, load_config
-from worker.connectivity import check_postgres, check_redis, redis_unavailable
-from worker.database import connect, ensure_database, grant_worker_role, migrate
+from worker.core.masking import mask_url
+from worker.db import dead_letters
+from worker.db.pool import check_postgres, connect, ensure_database, grant_worker_role, migrate
 from worker.errors import JobFailed, ResultTimeout
-from worker.seed import seed_users
-from worker.urls import mask_url
+from worker.ops import status_cli as ops_cli
+from worker.ops.seed import seed_users
+from worker.queue.codec import REDACTED
+from worker.queue.connect import check_redis, redis_unavailable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 
@@ -61,7 +62,7 @@ async def cmd_check(config: Config, _: argparse.Namespace) -> int:
 
 
 def _server_url(config: Config) -> str:
-    from worker.database import with_database
+    from worker.db.pool import with_database
 
     return with_database(config.database_url, "postgres")
 
@@ -221,7 +222,7 @@ async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
 
 
 async def cmd_budget(config: Config, _: argparse.Namespace) -> int:
-    from worker.budget import fleet_report
+    from worker.db.budget import fleet_report
 
     conn = await connect(config.database_url, config.pg_connect_timeout)
     try:
@@ -233,7 +234,7 @@ async def cmd_budget(config: Config, _: argparse.Namespace) -> int:
 
 
 def run_supervisor(config: Config, args: argparse.Namespace) -> int:
-    from worker import supervisor
+    from worker.ops import supervisor
 
     processes = supervisor.default_processes() if args.processes is None else args.processes
     if processes < 1:

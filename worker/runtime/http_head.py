@@ -1,5 +1,5 @@
 """Reading the head of an HTTP request (request line and headers) within fixed bounds, for the
-worker's own endpoint (``worker/operations.py``): a head over them is refused, never a crash."""
+worker's own endpoint (``worker/runtime/operations.py``): a head over them is refused, never a crash."""
 
 from __future__ import annotations
 

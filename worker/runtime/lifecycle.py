@@ -8,17 +8,17 @@ from typing import Any
 
 from jobs.context import RESOURCES_KEY, Resources
 from jobs.registry import JOBS_BY_NAME
-from worker.breaker import PostgresBreaker
-from worker.budget import BUDGET_KEY, open_pool, transaction_timeouts
 from worker.config import Config, load_config
-from worker.consumer import Consumer, running_worker
-from worker.dead_letters import DeadLetterStore
-from worker.execution import RUNTIME_KEY, Runtime
-from worker.leases import LeaseKeeper
-from worker.logs import configure_logging
-from worker.metrics import WorkerMetrics
-from worker.operations import start_operations
-from worker.redis_settings import install_policy, stop_retrying_on_stop
+from worker.core.logs import configure_logging
+from worker.db.budget import BUDGET_KEY, open_pool, transaction_timeouts
+from worker.db.dead_letters import DeadLetterStore
+from worker.queue.connection import install_policy, stop_retrying_on_stop
+from worker.runtime.breaker import PostgresBreaker
+from worker.runtime.consumer import Consumer, running_worker
+from worker.runtime.execution import RUNTIME_KEY, Runtime
+from worker.runtime.leases import LeaseKeeper
+from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.operations import start_operations
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         acquire_timeout=config.pg_acquire_timeout,
         transaction_timeouts=transaction_timeouts(config),
     )
-    # While PostgreSQL is unreachable: no claims, tries given back (worker/breaker.py).
+    # While PostgreSQL is unreachable: no claims, tries given back (worker/runtime/breaker.py).
     breaker = PostgresBreaker(config.database_url, config.pg_connect_timeout, pool, metrics)
     rt = Runtime(
         config=config,

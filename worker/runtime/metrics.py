@@ -1,8 +1,8 @@
 """Prometheus metrics of one worker process, in a registry of its own (not the global default one,
 so that several workers can run in one process, as the tests do).
 
-Counters and histograms are updated where things happen (``worker/consumer.py``,
-``worker/execution.py``, the pool acquire hook, the dead-letter store); gauges that describe a state
+Counters and histograms are updated where things happen (``worker/runtime/consumer.py``,
+``worker/runtime/execution.py``, the pool acquire hook, the dead-letter store); gauges that describe a state
 (queue depth, pool connections, jobs in progress) are read when Prometheus scrapes, by
 ``set_state()``. What every job updates (its counters, its duration, queue-wait and acquire-wait
 histograms) is kept in plain lock-free tallies (``Tally``, ``Spread``: the worker is one event
@@ -161,7 +161,7 @@ def _histogram(name: str, documentation: str, spread: Spread) -> HistogramMetric
 
 @dataclass(frozen=True, slots=True)
 class QueueGauges:
-    """What ``refresh`` sets from the queue (see ``worker/queue_stats.py``)."""
+    """What ``refresh`` sets from the queue (see ``worker/queue/stats.py``)."""
 
     due: int
     scheduled: int
@@ -220,7 +220,7 @@ class WorkerMetrics:
         )
         self.postgres_breaker_open = Gauge(
             "worker_postgres_breaker_open",
-            "1 while PostgreSQL is unreachable and the worker claims no jobs (worker/breaker.py).",
+            "1 while PostgreSQL is unreachable and the worker claims no jobs (worker/runtime/breaker.py).",
             registry=r,
         )
         self.last_acquire = 0.0  # time.monotonic() of the last successful acquire

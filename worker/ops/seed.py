@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from worker.progress import Progress
+from worker.ops.progress import Progress
 
 if TYPE_CHECKING:
     import asyncpg

@@ -1,7 +1,7 @@
 """The state of a queue in one round trip: due and scheduled jobs, and the oldest waiting one.
 
 arq keeps a job in the queue's sorted set until it is done. A job this worker runs has its score
-moved to its lease's end (worker/leases.py), so it sits just ahead of now; one a plain arq worker
+moved to its lease's end (worker/runtime/leases.py), so it sits just ahead of now; one a plain arq worker
 runs keeps its due time, at the front. The script finds both by their in-progress keys (within the
 first ``SAMPLE`` entries of each range; beyond it, this worker's running jobs are estimated from the
 sample's share) and counts running jobs as due, as arq's own view does.

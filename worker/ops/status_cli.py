@@ -31,16 +31,17 @@ from arq.constants import (
 )
 
 from jobs.registry import JOBS_BY_NAME
-from worker import codec
-from worker.budget import budget_status, render_budget
 from worker.config import Config
-from worker.connectivity import check_redis
-from worker.database import connect
+from worker.db.budget import budget_status, render_budget
+from worker.db.pool import connect
 from worker.errors import ResultNotFound
-from worker.health import read_workers, recent_failures
-from worker.queue_stats import QueueStats, queue_stats
-from worker.redis_settings import redis_settings
-from worker.waiting import waiting_reason
+from worker.ops.waiting import waiting_reason
+from worker.queue import codec
+from worker.queue.connect import check_redis
+from worker.queue.connection import redis_settings
+from worker.queue.health import read_workers, recent_failures
+from worker.queue.keys import arq_health_key
+from worker.queue.stats import QueueStats, queue_stats
 
 EXIT_UNHEALTHY, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 # Argument names masked in displayed payloads, besides the jobs' declared secret fields.
@@ -168,7 +169,7 @@ async def gather_status(config: Config, redis: ArqRedis) -> dict[str, Any]:
             "listed": [_worker_view(w) for w in workers],
         },
         "recent_failures": await recent_failures(redis, queue, 5),
-        "arq_health_check": _text(await redis.get(f"{queue}:health-check")),
+        "arq_health_check": _text(await redis.get(arq_health_key(queue))),
         "budget": await budget_status(config, redis),  # the fleet's connection budget
     }
 
@@ -420,7 +421,7 @@ async def cmd_abort(config: Config, args: argparse.Namespace) -> int:
 async def cmd_dashboard(config: Config, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from worker.dashboard import create_app
+    from worker.ops.dashboard import create_app
 
     await check_redis(config)
     server = uvicorn.Server(

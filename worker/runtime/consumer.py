@@ -6,15 +6,15 @@ replaces it (arq's loop keeps its housekeeping: health records, cron, burst, sig
 
 * one Lua script claims up to all free slots at once (the same ``arq:in-progress`` / ``arq:retry``
   keys arq uses, so plain arq workers and clients still interoperate), each round safe to send
-  twice (``worker/claims.py``), none while PostgreSQL is unreachable (``worker/breaker.py``);
+  twice (``worker/runtime/claims.py``), none while PostgreSQL is unreachable (``worker/runtime/breaker.py``);
 * finished jobs are recorded in arq's result format, many per call of one Lua script (atomic);
 * an idle consumer blocks on ``<queue>:wake``, which this project's producers push to, so a job starts
   within a millisecond or so of its enqueue instead of up to ``poll_delay`` later;
 * the claim script also returns arq's abort set (``arq:abort``, only when it is not empty): a running
   job found there is cancelled and recorded as aborted, a claimed one is aborted before it starts;
-* every claim round refreshes a heartbeat, the worker's liveness (``worker/health.py``).
+* every claim round refreshes a heartbeat, the worker's liveness (``worker/queue/health.py``).
 
-Jobs run through the same arq functions (and so the same policy in ``worker/execution.py``), and are
+Jobs run through the same arq functions (and so the same policy in ``worker/runtime/execution.py``), and are
 registered in arq's ``Worker.tasks``, so arq's graceful shutdown waits for and cancels them as usual.
 """
 
@@ -45,19 +45,20 @@ from arq.utils import to_ms
 from arq.worker import JobExecutionFailed, Retry, Worker
 from redis.exceptions import RedisError
 
-from worker.claims import Claimer
-from worker.codec import claimed_job
+from worker.queue.codec import claimed_job
+from worker.queue.keys import failures_key, wake_key
+from worker.runtime.claims import Claimer
 
 if TYPE_CHECKING:
-    from worker.breaker import PostgresBreaker
-from worker.leases import LEASE_SET_KEY
-from worker.logs import job_event
-from worker.metrics import JobSeries, WorkerMetrics
+    from worker.runtime.breaker import PostgresBreaker
+from worker.core.logs import job_event
+from worker.runtime.leases import LEASE_SET_KEY
+from worker.runtime.metrics import JobSeries, WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
 
-# The claim script (CLAIM_SCRIPT) and its rounds, each safe to re-send: worker/claims.py.
+# The claim script (CLAIM_SCRIPT) and its rounds, each safe to re-send: worker/runtime/claims.py.
 
 
 # Records finished tries, eight arguments each after ARGV[1] (the failures list's length): kind,
@@ -113,11 +114,6 @@ MAX_IDLE_BLOCK = 1.0
 ABORTED = "job aborted"
 
 
-def wake_key(queue: str) -> str:
-    """The list a producer pushes to after enqueueing, to wake an idle consumer."""
-    return f"{queue}:wake"
-
-
 @dataclass
 class Outcome:
     """How one run ended, to be written to Redis in arq's format."""
@@ -129,7 +125,7 @@ class Outcome:
     new_score: int | None = None
     cron: bool = False
     aborted: bool = False
-    failure: bytes | None = None  # a line for the recent-failures list (worker/health.py)
+    failure: bytes | None = None  # a line for the recent-failures list (worker/queue/health.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +156,6 @@ class ActiveJob:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def failures_key(queue: str) -> str:
-    """The list of the queue's most recent failed, retried and aborted tries (newest first)."""
-    return f"{queue}:failures"
 
 
 RECENT_FAILURES = 100
@@ -457,7 +448,7 @@ class Consumer:
             LEASE_SET_KEY: True,
         }
         try:
-            # Every function of this worker enforces its own deadline (worker/execution.py).
+            # Every function of this worker enforces its own deadline (worker/runtime/execution.py).
             result = await function.coroutine(ctx, *args, **kwargs)
         except Retry as exc:
             took = time.perf_counter() - started

@@ -1,7 +1,7 @@
-"""A running worker's operations side: its health record in Redis (``worker/health.py``) and its
+"""A running worker's operations side: its health record in Redis (``worker/queue/health.py``) and its
 HTTP endpoint on METRICS_PORT:
 
-* ``GET /metrics``: Prometheus metrics (``worker/metrics.py``), queue gauges read at scrape time;
+* ``GET /metrics``: Prometheus metrics (``worker/runtime/metrics.py``), queue gauges read at scrape time;
 * ``GET /healthz``: liveness, 200 while the consumer loop makes progress (its heartbeat is younger
   than three HEALTH_CHECK_INTERVALs, or it is draining on shutdown), else 503;
 * ``GET /readyz``: readiness, 200 while PostgreSQL and Redis answer, else 503 with the reason.
@@ -24,24 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from worker.health import (
-    INDEX_KEEP_MS,
-    liveness_window,
-    record_ttl,
-    worker_key,
-    workers_index_key,
-)
-from worker.http_head import MAX_LINE, HeadRefused, discard_rest, read_head
-from worker.metrics import CONTENT_TYPE, QueueGauges, WorkerMetrics
-from worker.queue_stats import queue_stats
+from worker.queue.health import INDEX_KEEP_MS, liveness_window, record_ttl
+from worker.queue.keys import worker_key, workers_index_key
+from worker.queue.stats import queue_stats
+from worker.runtime.http_head import MAX_LINE, HeadRefused, discard_rest, read_head
+from worker.runtime.metrics import CONTENT_TYPE, QueueGauges, WorkerMetrics
 
 if TYPE_CHECKING:
     import asyncpg
     from redis.asyncio import Redis
 
     from worker.config import Config
-    from worker.consumer import Consumer
-    from worker.execution import Runtime
+    from worker.runtime.consumer import Consumer
+    from worker.runtime.execution import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +235,7 @@ class Operations:
     # ---- HTTP ---------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer one request and close. A head over the bounds of ``worker/http_head.py`` gets
+        """Answer one request and close. A head over the bounds of ``worker/runtime/http_head.py`` gets
         431, a malformed request line 400; neither is logged (anyone who reaches the port can
         send them)."""
         try:

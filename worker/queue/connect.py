@@ -1,4 +1,4 @@
-"""Pre-flight checks that PostgreSQL and Redis answer, with errors that say how to start them, and
+"""Pre-flight check that Redis answers, with errors that say how to start it, and
 the Redis client of the command line, which stops within REDIS_CONNECT_TIMEOUT when it cannot."""
 
 from __future__ import annotations
@@ -11,18 +11,11 @@ from arq.connections import ArqRedis, create_pool
 from redis.exceptions import RedisError
 
 from worker.config import Config
-from worker.database import connect
+from worker.core.masking import mask_url
 from worker.errors import START_REDIS, RedisUnavailable, connection_advice
-from worker.redis_settings import close_redis, install_policy, redis_settings
-from worker.urls import mask_url
+from worker.queue.connection import close_redis, install_policy, redis_settings
 
 REDIS_ERRORS = (OSError, RedisError, TimeoutError)
-
-
-async def check_postgres(config: Config, url: str | None = None) -> None:
-    """Connect once to ``url`` (default DATABASE_URL); raises DatabaseUnavailable if it cannot."""
-    conn = await connect(url or config.database_url, config.pg_connect_timeout)
-    await conn.close()
 
 
 async def check_redis(config: Config) -> None:
@@ -39,7 +32,7 @@ async def check_redis(config: Config) -> None:
 
 async def open_redis(config: Config, **options: Any) -> ArqRedis:
     """arq's client for REDIS_URL (``options``: create_pool's), with the worker's policy (socket
-    timeout, keepalive, retries: worker/redis_settings.py); raises RedisUnavailable when Redis has
+    timeout, keepalive, retries: worker/queue/connection.py); raises RedisUnavailable when Redis has
     not answered within REDIS_CONNECT_TIMEOUT."""
     try:
         # The policy gives up after REDIS_CONNECT_TIMEOUT with the cause; this bounds the rest (a

@@ -35,9 +35,10 @@ from redis.exceptions import RedisError
 
 from jobs.errors import WorkerError
 from worker.config import Config
-from worker.database import check_ready, connect, create_pool, session_settings
+from worker.core.masking import mask_url
+from worker.db.pool import check_ready, connect, create_pool, session_settings
 from worker.errors import OverBudget
-from worker.urls import mask_url
+from worker.queue.keys import registration_key, registry_key
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ USAGE = (
     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int"
     " AS in_use"
 )
-
-
-def registry_key(queue: str) -> str:
-    """The set of the ids of the workers registered on ``queue``."""
-    return f"{queue}:pools"
-
-
-def registration_key(queue: str, worker: str) -> str:
-    return f"{queue}:pool:{worker}"
 
 
 def _pid_namespace() -> str:

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from jobs.errors import JobTimeout, PoolAcquireTimeout
-from worker.urls import mask_url
+from worker.core.masking import mask_url
 
 if TYPE_CHECKING:
-    from worker.metrics import WorkerMetrics
+    from worker.runtime.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 

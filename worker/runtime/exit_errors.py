@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 
 from jobs.errors import WorkerError
 from worker.config import Config
-from worker.connectivity import redis_unavailable
-from worker.logs import JsonFormatter, use_json
-from worker.redis_settings import OutageRetry
-from worker.urls import mask_url
+from worker.core.logs import JsonFormatter, use_json
+from worker.core.masking import mask_url
+from worker.queue.connect import redis_unavailable
+from worker.queue.connection import OutageRetry
 
 EXIT_USAGE = 2
 

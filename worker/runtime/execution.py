@@ -19,19 +19,26 @@ from redis.asyncio import Redis
 from jobs.context import DEADLINE_KEY, JOB_NAME_KEY, JobContext, claim
 from jobs.errors import JobTimeout
 from jobs.registry import JobSpec
-from worker import codec
-from worker.breaker import RETRY_DELAY, PostgresBreaker
 from worker.config import Config
-from worker.consumer import Consumer
-from worker.dead_letters import EXHAUSTED, PERMANENT, POISON, UNKNOWN, DeadLetter, DeadLetterStore
+from worker.core.logs import job_event
+from worker.db.dead_letters import (
+    EXHAUSTED,
+    PERMANENT,
+    POISON,
+    UNKNOWN,
+    DeadLetter,
+    DeadLetterStore,
+)
 from worker.errors import PoisonPayload, TriesExhausted, UnknownJobName
-from worker.leases import LEASE_SET_KEY, LeaseKeeper
-from worker.logs import job_event
-from worker.metrics import WorkerMetrics
-from worker.retry_policy import RetryPolicy, is_transient
+from worker.queue import codec
+from worker.runtime.breaker import RETRY_DELAY, PostgresBreaker
+from worker.runtime.consumer import Consumer
+from worker.runtime.leases import LEASE_SET_KEY, LeaseKeeper
+from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.retry_policy import RetryPolicy, is_transient
 
 if TYPE_CHECKING:
-    from worker.operations import Operations
+    from worker.runtime.operations import Operations
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +57,9 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumer: Consumer | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    ops: Operations | None = None  # health record and /metrics endpoint (worker/operations.py)
+    ops: Operations | None = (
+        None  # health record and /metrics endpoint (worker/runtime/operations.py)
+    )
     policies: dict[str | None, RetryPolicy] = field(default_factory=dict)  # by job name
     breaker: PostgresBreaker | None = None  # PostgreSQL unreachable: no claims, tries given back
 

@@ -1,0 +1,1 @@
+"""Shared low-level helpers: logging, masking of secrets, cron expressions."""

@@ -1,0 +1,1 @@
+"""The Redis side: the wire codec, key names and enqueue scripts, queue statistics, connections."""

@@ -1,0 +1,86 @@
+"""Every Redis key this worker reads or writes, named in one place.
+
+arq's own keys keep arq's layout (so plain arq clients and workers interoperate): the queue (a sorted
+set, ``QUEUE_NAME``), ``arq:job:<id>``, ``arq:in-progress:<id>``, ``arq:retry:<id>``,
+``arq:result:<id>`` and the abort set ``arq:abort``. The worker's own keys all start with the queue's
+name, so two queues on one Redis never meet. The Lua scripts take their prefixes from here.
+"""
+
+from __future__ import annotations
+
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+__all__ = [
+    "ABORT_SET",
+    "IN_PROGRESS_PREFIX",
+    "JOB_PREFIX",
+    "RESULT_PREFIX",
+    "RETRY_PREFIX",
+    "arq_health_key",
+    "claims_key",
+    "dead_letters_pending_key",
+    "failures_key",
+    "registration_key",
+    "registry_key",
+    "wake_key",
+    "worker_key",
+    "workers_index_key",
+]
+
+# arq's keys: <prefix><job id>.
+JOB_PREFIX: str = job_key_prefix  # the payload
+IN_PROGRESS_PREFIX: str = in_progress_key_prefix  # a running job's lease
+RETRY_PREFIX: str = retry_key_prefix  # the try counter
+RESULT_PREFIX: str = result_key_prefix  # the result
+ABORT_SET: str = abort_jobs_ss  # job ids an operator asked to abort (every queue's)
+
+
+def arq_health_key(queue: str) -> str:
+    """arq's own health line of the queue's workers."""
+    return f"{queue}:health-check"
+
+
+def wake_key(queue: str) -> str:
+    """The list a producer pushes to after enqueueing, to wake an idle consumer."""
+    return f"{queue}:wake"
+
+
+def failures_key(queue: str) -> str:
+    """The list of the queue's most recent failed, retried and aborted tries (newest first)."""
+    return f"{queue}:failures"
+
+
+def claims_key(queue: str, consumer_id: str) -> str:
+    """One consumer's last claim round, kept so that a re-sent claim answers the same claims."""
+    return f"{queue}:claims:{consumer_id}"
+
+
+def workers_index_key(queue: str) -> str:
+    """The sorted set of the queue's worker health records (score: written at, ms)."""
+    return f"{queue}:workers"
+
+
+def worker_key(queue: str, host: str, pid: int) -> str:
+    """One worker process's health record."""
+    return f"{queue}:workers:{host}:{pid}"
+
+
+def registry_key(queue: str) -> str:
+    """The set of the queue's workers that registered a pool with the connection budget."""
+    return f"{queue}:pools"
+
+
+def registration_key(queue: str, worker: str) -> str:
+    """One worker's pool registration (the budget's view of it)."""
+    return f"{queue}:pool:{worker}"
+
+
+def dead_letters_pending_key(queue: str) -> str:
+    """Dead letters waiting in Redis while PostgreSQL refuses them."""
+    return f"{queue}:dead-letters:pending"

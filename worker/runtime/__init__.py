@@ -1,0 +1,1 @@
+"""The running worker: lifecycle, arq functions, the execution policy, the consumer, leases, metrics, the endpoint."""
