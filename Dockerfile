@@ -1,8 +1,6 @@
 # The worker image: `arq worker.Settings` by default; `python -m worker ...` for the CLI.
 FROM python:3.11-slim
 
-# PYTHONPATH=/app: the code runs from /app rather than from site-packages, because
-# worker/db/pool.py reads the SQL migrations from /app/migrations, beside the worker package.
 # METRICS_HOST=0.0.0.0: the worker's /metrics, /healthz and /readyz (unauthenticated) listen on the
 # container's own interfaces, so that a scraper on the container network reaches them; the
 # worker's default outside a container is loopback (docs/security.md). Publish no port for it.
@@ -11,7 +9,6 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    PYTHONPATH=/app \
     METRICS_HOST=0.0.0.0
 
 WORKDIR /app
@@ -24,12 +21,14 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin app
 
-# The project itself, owned by root and read-only to the worker's user.
-COPY worker/ ./worker/
-COPY jobs/ ./jobs/
-COPY migrations/ ./migrations/
-# Compiled now, as the worker's user cannot write __pycache__: faster starts and health checks.
-RUN python -m compileall -q worker jobs
+# The project itself, installed as a package (its SQL migrations and dashboard page are package
+# data) into site-packages, owned by root and read-only to the worker's user; pip compiles it
+# (faster starts and health checks). The sources are removed: the code runs from site-packages,
+# as it does for anyone who installs the wheel. Its dependencies are the lock's, above.
+COPY pyproject.toml README.md LICENSE /tmp/src/
+COPY worker/ /tmp/src/worker/
+COPY jobs/ /tmp/src/jobs/
+RUN pip install --no-cache-dir --no-deps --compile /tmp/src && rm -rf /tmp/src
 
 USER 10001:10001
 

@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench bench-growth bench-profile lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,13 +82,18 @@ bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queu
 bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min)
 	$(BIN)/python -m bench.profile $(BENCH_ARGS)
 
+bench-paired: check-services  ## DB-job jobs/s, this tree vs BENCH_ARGS="--against REV" in alternate rounds (~2 min)
+	$(BIN)/python -m bench.paired $(BENCH_ARGS)
+
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# requirements.lock: what the image installs (the worker, its CLI and the dashboard service);
+# requirements-dev.lock: the venv (every extra: dashboard, bench, dev).
 lock:  ## re-pin requirements*.lock from pyproject.toml (needs network)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-emit-index-url --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dashboard --python-version 3.11 --no-emit-index-url --quiet -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-emit-index-url --quiet -o requirements-dev.lock
 
 clean:

@@ -7,14 +7,10 @@ environment variables as in production (DATABASE_URL, REDIS_URL, QUEUE_NAME, ...
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobs.context import JobContext
 from jobs.models import JobArgs
-from jobs.registry import JOBS, JobSpec
-from worker.queue import codec
-from worker.runtime.functions import arq_function, job_names, secret_fields
-from worker.settings import Settings
+from jobs.registry import JobSpec
+from worker.settings import settings_with
 
 
 class NoopArgs(JobArgs):
@@ -26,14 +22,4 @@ async def noop(ctx: JobContext, args: NoopArgs) -> None:
 
 
 NOOP: JobSpec[NoopArgs, None] = JobSpec("noop", noop, NoopArgs)
-_functions = [*Settings.functions, arq_function(NOOP)]
-
-# A dict, which arq accepts as settings (a subclass would hide inherited attributes from arq).
-BenchSettings: dict[str, Any] = {
-    name: getattr(Settings, name) for name in dir(Settings) if not name.startswith("_")
-}
-BenchSettings.update(
-    functions=_functions,
-    job_serializer=codec.job_encoder(secret_fields((*JOBS, NOOP))),
-    job_deserializer=codec.job_decoder(job_names(_functions, Settings.cron_jobs or ())),
-)
+BenchSettings = settings_with([NOOP], name="BenchSettings")

@@ -25,7 +25,8 @@ from bench.common import JobTiming, decode_json, decode_pickle, read_arq_results
 from bench.database import BenchDatabase
 from bench.options import Options, pool_for
 from bench.procs import Monitored, child_env
-from worker.queue.enqueue import enqueue_many, now_ms
+from worker.core.clock import now_ms
+from worker.queue.enqueue import enqueue_many
 
 OURS_SETTINGS = "bench.ours_settings.BenchSettings"
 ARQ_SETTINGS = "bench.arq_naive.WorkerSettings"

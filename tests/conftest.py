@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +19,11 @@ from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker, create_worker
 
 from jobs.context import RESOURCES_KEY, Resources
+from jobs.registry import JobSpec
 from worker.config import Config, load_config
 from worker.db.pool import init_connection, migrate, with_database
 from worker.queue import codec
 from worker.queue.connection import redis_settings
-from worker.runtime.functions import job_names
 
 ADMIN_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -144,10 +144,17 @@ RunWorker = Callable[..., Awaitable[Worker]]
 
 @pytest.fixture
 def run_worker(config: Config) -> RunWorker:
-    """Run a burst worker built from the real ``worker.Settings`` until the queue is empty."""
-    from worker.settings import Settings
+    """Run a burst worker built from the real ``worker.Settings`` until the queue is empty:
+    ``specs`` adds jobs, ``functions`` replaces the registry's (``worker.settings.settings_with``
+    derives the result encoder and the decoder from them); other keywords are Worker arguments."""
+    from worker.settings import settings_with
 
-    async def run(**overrides: Any) -> Worker:
+    async def run(
+        *,
+        specs: Iterable[JobSpec[Any, Any]] = (),
+        functions: Sequence[Any] | None = None,
+        **overrides: Any,
+    ) -> Worker:
         cfg = overrides.pop("config", config)
         options: dict[str, Any] = {
             "redis_settings": redis_settings(cfg),
@@ -155,18 +162,14 @@ def run_worker(config: Config) -> RunWorker:
             "ctx": {"config": cfg},
             "burst": True,
             "poll_delay": 0.01,
-            "cron_jobs": [],
             "handle_signals": False,
             "max_jobs": cfg.worker_max_jobs,
             "keep_result": cfg.keep_result,
             "job_timeout": cfg.job_timeout + 5,
         }
         options.update(overrides)
-        # The decoder must know exactly the names this worker runs (others are "unknown jobs").
-        functions = options.get("functions", Settings.functions)
-        names = job_names(functions, options["cron_jobs"] or ())
-        options.setdefault("job_deserializer", codec.job_decoder(names))
-        worker = create_worker(Settings, **options)
+        settings = settings_with(specs, functions=functions, cron_jobs=options.pop("cron_jobs", []))
+        worker = create_worker(settings, **options)
         try:
             await worker.async_run()
         finally:

@@ -107,3 +107,8 @@ class UnknownJobName(WorkerError):
 
 class PoisonPayload(WorkerError):
     """Job {job_id} is not a job of this queue: {problem}. Its bytes are kept in the dead letters."""
+
+
+class DashboardNotInstalled(WorkerError):
+    """The dashboard needs starlette and uvicorn, which the worker alone does not install: pip
+    install 'pgpool-worker[dashboard]'"""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import Any, cast
 
 import arq.cli
 import uvloop
@@ -13,6 +14,7 @@ from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 
+from jobs.registry import JOBS, JobSpec
 from worker.config import load_config
 from worker.core.logs import arq_log_config
 from worker.queue import codec
@@ -20,6 +22,7 @@ from worker.queue.connection import redis_settings
 from worker.runtime import exit_errors
 from worker.runtime.functions import (
     ARQ_MAX_TRIES,
+    arq_function,
     arq_functions,
     cron_jobs,
     job_names,
@@ -27,8 +30,13 @@ from worker.runtime.functions import (
 )
 from worker.runtime.lifecycle import shutdown, startup
 
-# arq's Worker takes the loop from the current policy, so this makes the `arq` CLI run on uvloop.
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+# The `arq` command imports this module, then builds its Worker outside any loop, which takes the
+# current loop (`asyncio.get_event_loop()`): a uvloop loop made current here, without the event
+# loop policy API (deprecated in Python 3.14). An importer whose loop is already running keeps it.
+try:
+    asyncio.get_running_loop()
+except RuntimeError:
+    asyncio.set_event_loop(uvloop.new_event_loop())
 
 # An error the operator can fix (a bad setting, no schema, Redis unreachable) ends the command with
 # one line and exit 2, not a traceback: from the configuration's loading on.
@@ -67,3 +75,36 @@ class Settings:
     poll_delay = max(_config.poll_delay, 0.5)
     health_check_interval = _config.health_check_interval
     log_results = False
+
+
+def settings_with(
+    extra_specs: Iterable[JobSpec[Any, Any]] = (),
+    *,
+    functions: Sequence[WorkerCoroutine | Function] | None = None,
+    cron_jobs: Sequence[CronJob] | None = _crons,
+    name: str = "Settings",
+    **attributes: Any,
+) -> type[Settings]:
+    """``Settings`` with more jobs: ``extra_specs`` run as arq functions under the worker's policy,
+    beside ``functions`` (default: the registry's jobs and the handlers of bad jobs) and
+    ``cron_jobs``; ``attributes`` set other Worker arguments. The result encoder (every job's secret
+    fields redacted from stored results) and the decoder (exactly these functions' and cron jobs'
+    names known) are derived from them here, the one place that does it.
+
+    A subclass with every attribute in its own ``__dict__``: arq reads a settings class's
+    ``__dict__`` only, where inherited attributes are not."""
+    specs = (*JOBS, *extra_specs)
+    listed = [*(Settings.functions if functions is None else functions)]
+    listed += [arq_function(spec) for spec in extra_specs]
+    namespace: dict[str, Any] = {
+        key: value for key, value in vars(Settings).items() if not key.startswith("__")
+    }
+    namespace.update(
+        functions=listed,
+        cron_jobs=cron_jobs,
+        job_serializer=codec.job_encoder(secret_fields(specs)),
+        job_deserializer=codec.job_decoder(job_names(listed, cron_jobs or ())),
+        __doc__=f"arq settings: worker.Settings with {len(listed)} functions.",
+    )
+    namespace.update(attributes)
+    return cast("type[Settings]", type(name, (Settings,), namespace))

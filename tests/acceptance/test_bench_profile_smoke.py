@@ -24,4 +24,4 @@ def test_profile_of_a_short_drain(bench_database: str, tmp_path: Path) -> None:
     assert "## Top frames by self time" in raw.with_suffix(".md").read_text()
     stacks = raw.read_text().splitlines()
     assert stacks and all(line.rpartition(" ")[2].isdigit() for line in stacks)
-    assert any("worker/runtime/consumer.py" in line for line in stacks)  # sampled while it drained
+    assert any("worker/runtime/executor.py" in line for line in stacks)  # sampled while it drained

@@ -356,14 +356,47 @@ def test_dockerfile_installs_the_lock_first_and_runs_unprivileged() -> None:
     copies = [args.split()[0] for keyword, args in instructions if keyword == "COPY"]
     assert instructions[0] == ("FROM", "python:3.11-slim")
     assert copies[0] == "requirements.lock", "the lock must be installed before the code"
-    assert {"worker/", "jobs/", "migrations/"} <= set(copies), "migrations/ is read at run time"
     assert ("RUN", "pip install --no-cache-dir -r requirements.lock") in instructions
     users = [args for keyword, args in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the worker must not run as root"
     assert keywords.index("USER") < keywords.index("CMD")
     env = " ".join(args for keyword, args in instructions if keyword == "ENV")
     assert "PYTHONUNBUFFERED=1" in env
-    assert "PYTHONPATH=/app" in env
+
+
+def test_dockerfile_installs_the_project_as_a_package() -> None:
+    """The image runs the installed package (its migrations are package data), not a source tree."""
+    instructions = dockerfile_instructions()
+    copies = [args.split() for keyword, args in instructions if keyword == "COPY"]
+    sources = {source for args in copies for source in args[:-1]}
+    assert {"pyproject.toml", "README.md", "LICENSE", "worker/", "jobs/"} <= sources
+    assert "migrations/" not in sources, "the migrations ship inside worker/db/"
+    assert (ROOT / "worker" / "db" / "migrations" / "0001_users.sql").is_file()
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    [install] = [run for run in runs if "--no-deps" in run]
+    assert install.startswith("pip install ") and runs.index(install) > runs.index(
+        "pip install --no-cache-dir -r requirements.lock"
+    ), "the project is installed after its pinned dependencies, without resolving any"
+    env = " ".join(args for keyword, args in instructions if keyword == "ENV")
+    assert "PYTHONPATH" not in env, "the code must run from site-packages, not from a source tree"
+    [workdir] = [args for keyword, args in instructions if keyword == "WORKDIR"]
+    targets = {d if d.startswith("/") else f"{workdir}/{d.removeprefix('./')}" for *_, d in copies}
+    assert not any(t.startswith((f"{workdir}/worker", f"{workdir}/jobs")) for t in targets), (
+        "no source tree in the working directory, where `python -m` would import it first"
+    )
+
+
+def test_the_image_lock_serves_the_dashboard_and_no_lock_names_an_index() -> None:
+    """The compose service ``dashboard`` runs the image, whose lock is the ``dashboard`` extra's."""
+    pinned = {
+        line.split("==")[0]
+        for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert {"starlette", "uvicorn", "arq", "asyncpg"} <= pinned
+    assert not {"saq", "matplotlib", "pytest"} & pinned, "the image installs no bench or dev tools"
+    for lock in ROOT.glob("requirements*.lock"):
+        assert "://" not in lock.read_text(encoding="utf-8"), f"{lock.name} names a URL"
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:

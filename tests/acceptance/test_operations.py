@@ -242,8 +242,10 @@ async def test_status_and_inspect(
     assert shown.returncode == 0, shown.stderr
     job = json.loads(shown.stdout)
     assert job["status"] == "deferred" and job["job"]["function"] == "fault_write"
+    # fault_write is not in the command's registry: which arguments are secret is not known there,
+    # so every value is masked (worker/core/masking.py), as in its stored result.
     assert job["job"]["kwargs"]["token"] == "**********"
-    assert job["job"]["kwargs"]["key"] == f"{key}-later"
+    assert job["job"]["kwargs"]["key"] == "**********"
     gone = await worker_cli(config, "inspect", failed.job_id)
     assert gone.returncode == 0
     result = json.loads(gone.stdout)

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 
 from tests.acceptance.test_worker_process import cli
 from worker.config import Config
-from worker.db.budget import Registration, register
+from worker.db.budget_registry import Registration, register
 
 pytestmark = pytest.mark.acceptance
 

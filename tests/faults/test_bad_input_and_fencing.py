@@ -24,7 +24,8 @@ from arq.jobs import Job, JobResult
 from tests.conftest import REDIS_URL
 from tests.faults.conftest import Counters, Spawn, wait_until
 from worker.config import Config
-from worker.queue.codec import MAX_PAYLOAD_BYTES, REDACTED
+from worker.core.masking import REDACTED
+from worker.queue.codec import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.faults
 

@@ -34,8 +34,9 @@ from tests.conftest import REDIS_URL
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy
 from worker.config import Config
+from worker.core.masking import REDACTED
 from worker.db.pool import APPLICATION_NAME
-from worker.queue.codec import POISON_FUNCTION, REDACTED
+from worker.queue.codec import POISON_FUNCTION
 from worker.queue.enqueue import enqueue_many
 
 if TYPE_CHECKING:

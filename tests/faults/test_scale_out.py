@@ -31,7 +31,7 @@ from tests.faults.conftest import (
     worker_environment,
 )
 from worker.config import Config
-from worker.db.budget import fleet
+from worker.db.budget_registry import fleet
 from worker.queue import codec
 from worker.queue.enqueue import enqueue_many
 

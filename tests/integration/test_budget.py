@@ -17,7 +17,7 @@ from jobs.context import RESOURCES_KEY
 from tests.conftest import RunWorker
 from worker.client import JobClient
 from worker.config import Config
-from worker.db.budget import (
+from worker.db.budget_registry import (
     REGISTRATION_TTL,
     BudgetKeeper,
     Registration,

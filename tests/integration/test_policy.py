@@ -19,7 +19,6 @@ from tests.faults.proxy import Proxy
 from worker.config import Config
 from worker.db import dead_letters
 from worker.db.dead_letters import DeadLetter, DeadLetterStore
-from worker.runtime.functions import arq_function
 
 pytestmark = pytest.mark.integration
 __all__ = ["fault_tables"]  # the fault suite's fixture, used here too
@@ -27,12 +26,8 @@ __all__ = ["fault_tables"]  # the fault suite's fixture, used here too
 
 @pytest.fixture
 def run_with_faults(run_worker: RunWorker) -> RunWorker:
-    from worker.settings import Settings
-
-    functions = [*Settings.functions, *(arq_function(spec) for spec in FAULT_JOBS)]
-
     async def run(**overrides: Any) -> Any:
-        return await run_worker(functions=functions, **overrides)
+        return await run_worker(specs=FAULT_JOBS, **overrides)
 
     return run
 

@@ -17,6 +17,7 @@ from arq.worker import JobExecutionFailed
 
 from jobs.errors import InvalidJobArguments, JobTimeout, PoolAcquireTimeout, StaleLease
 from jobs.registry import JOBS_BY_NAME
+from worker.core.masking import REDACTED
 from worker.queue import codec
 from worker.runtime.functions import arq_function
 from worker.runtime.retry_policy import RetryPolicy, is_transient
@@ -121,7 +122,7 @@ def test_encoder_redacts_secret_arguments_in_results_only() -> None:
     }
     stored = encode(result)
     assert b"s3cret" not in stored
-    assert json.loads(stored)["k"] == {"token": codec.REDACTED, "user": 1}
+    assert json.loads(stored)["k"] == {"token": REDACTED, "user": 1}
     payload = {"f": "login", "a": [], "k": {"token": "s3cret"}, "et": 1, "t": None}
     assert b"s3cret" in encode(payload)  # the job itself needs its argument
     other = {**result, "f": "other"}
@@ -269,8 +270,8 @@ def test_encoder_stores_handler_results_without_the_producers_values() -> None:
     stored = json.loads(encode({**unknown, "s": False, "r": ValueError("no"), "id": "j"}))
     assert (stored["f"], stored["a"], stored["k"]) == (
         "later",
-        [codec.REDACTED],
-        {"token": codec.REDACTED},
+        [REDACTED],
+        {"token": REDACTED},
     )
     poison = DECODE(b'{"secret": "s3cret"}')
     stored = json.loads(encode({**poison, "s": False, "r": ValueError("no"), "id": "p"}))

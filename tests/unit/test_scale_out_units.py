@@ -8,7 +8,8 @@ import signal
 import pytest
 
 from worker.config import load_config, parse_sentinels
-from worker.db.budget import BudgetCheck, Registration, ServerUsage, check
+from worker.db.budget import BudgetCheck, ServerUsage, check
+from worker.db.budget_registry import Registration
 from worker.errors import ConfigError
 from worker.ops.supervisor import Supervisor, describe_exit, per_process_env
 from worker.queue.connection import redis_settings

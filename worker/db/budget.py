@@ -1,8 +1,7 @@
 """The connection budget of a fleet of workers: every worker process registers its pool's size in
 Redis, and a worker starts only if the fleet's pools fit in what PostgreSQL has left.
 
-Each worker keeps one key ``<queue>:pool:<host>:<pid>`` (a JSON registration, ``REGISTRATION_TTL``
-seconds, refreshed every ``REFRESH_INTERVAL``) and its id in the set ``<queue>:pools``. At startup,
+Each worker registers its pool in Redis (worker/db/budget_registry.py). At startup,
 after opening its pool, a worker registers first and then reads the others (so of two workers
 starting at once, at least the later reader sees both) and checks::
 
@@ -19,31 +18,20 @@ checked nor counted; the pooler's own pool size is what the server sees.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import os
-import socket
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from jobs.errors import WorkerError
 from worker.config import Config
 from worker.core.masking import mask_url
-from worker.db.pool import check_ready, connect, create_pool, session_settings
+from worker.db.budget_registry import BudgetKeeper, Registration, fleet, register, unregister
+from worker.db.pool import check_ready, create_pool, session_settings
 from worker.errors import OverBudget
-from worker.queue.keys import registration_key, registry_key
 
 logger = logging.getLogger(__name__)
-
-REGISTRATION_TTL = 15.0
-REFRESH_INTERVAL = 5.0
 
 USAGE = (
     "SELECT current_setting('max_connections')::int AS max_connections,"
@@ -53,111 +41,17 @@ USAGE = (
 )
 
 
-def _pid_namespace() -> str:
-    """This process's PID namespace (Linux), so that PIDs are compared only where they mean the
-    same process; empty where unknown (registrations are then only dropped when they expire)."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One worker process's pool, as the fleet sees it."""
-
-    worker: str  # host:pid
-    host: str
-    pid: int
-    pid_namespace: str
-    pool_max: int
-    pool_open: int
-    pooled: bool  # behind a transaction pooler: holds no server connections of its own
-    started_at: float
-
-    @classmethod
-    def this_process(cls, pool_max: int, pool_open: int, pooled: bool) -> Registration:
-        host, pid = socket.gethostname(), os.getpid()
-        return cls(
-            f"{host}:{pid}", host, pid, _pid_namespace(), pool_max, pool_open, pooled, time.time()
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Registration | None:
-        try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None
-
-    def is_gone(self) -> bool:
-        """True when this registration is of a process on this host (same PID namespace) that no
-        longer exists, e.g. a SIGKILLed child the supervisor is replacing."""
-        namespace = _pid_namespace()
-        if not namespace or self.pid_namespace != namespace or self.host != socket.gethostname():
-            return False
-        if self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-
-async def register(
-    redis: Redis, queue: str, reg: Registration, ttl: float = REGISTRATION_TTL
-) -> None:
-    """Write (or refresh) this worker's registration."""
-    ttl_ms = int(ttl * 1000)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(registration_key(queue, reg.worker), reg.to_json(), px=ttl_ms)
-        pipe.sadd(registry_key(queue), reg.worker)
-        pipe.pexpire(registry_key(queue), ttl_ms)
-        await pipe.execute()
-
-
-async def unregister(redis: Redis, queue: str, worker: str) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(registration_key(queue, worker))
-        pipe.srem(registry_key(queue), worker)
-        await pipe.execute()
-
-
-async def fleet(redis: Redis, queue: str) -> list[Registration]:
-    """The live registrations on ``queue``; expired and dead ones are removed from the set."""
-    members = await redis.smembers(registry_key(queue))  # type: ignore[misc]
-    ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-    if not ids:
-        return []
-    values = await redis.mget([registration_key(queue, worker) for worker in ids])
-    live, gone = [], []
-    for worker, raw in zip(ids, values, strict=True):
-        reg = None if raw is None else Registration.from_json(raw)
-        if reg is None or reg.is_gone():
-            gone.append(worker)
-        else:
-            live.append(reg)
-    if gone:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.srem(registry_key(queue), *gone)
-            pipe.delete(*(registration_key(queue, worker) for worker in gone))
-            await pipe.execute()
-    return live
-
-
 @dataclass(frozen=True)
 class ServerUsage:
+    """PostgreSQL's connection limits and use at one moment."""
+
     max_connections: int
     reserved: int
     in_use: int  # client backends, the fleet's included
 
 
 async def server_usage(conn: Any) -> ServerUsage:
+    """The server's connection limits and how many client backends it has now."""
     row = await conn.fetchrow(USAGE)
     return ServerUsage(row["max_connections"], row["reserved"], row["in_use"])
 
@@ -293,36 +187,6 @@ async def fit(
     raise error
 
 
-class BudgetKeeper:
-    """Refreshes this worker's registration (with the connections its pool holds now)."""
-
-    def __init__(
-        self, redis: Redis, queue: str, own: Registration, pool: asyncpg.Pool[asyncpg.Record]
-    ) -> None:
-        self.redis = redis
-        self.queue = queue
-        self.own = own
-        self.pool = pool
-
-    async def refresh(self) -> None:
-        self.own = Registration(**{**asdict(self.own), "pool_open": self.pool.get_size()})
-        await register(self.redis, self.queue, self.own)
-
-    async def run(self) -> None:
-        """Refresh every REFRESH_INTERVAL until cancelled; Redis errors are logged, not fatal."""
-        while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
-            try:
-                await self.refresh()
-            except (RedisError, OSError) as exc:
-                logger.warning("could not refresh the pool registration: %s", exc)
-
-    async def close(self) -> None:
-        """Remove the registration (a worker that stops frees its share of the budget at once)."""
-        with contextlib.suppress(RedisError, OSError):
-            await unregister(self.redis, self.queue, self.own.worker)
-
-
 BUDGET_KEY = "budget"  # in the worker's ctx: its BudgetKeeper
 
 
@@ -334,7 +198,7 @@ async def open_pool(
     to the shrunk size), and the keeper of this worker's registration."""
     pool = await create_pool(config)
     try:
-        await check_ready(pool, config, room=False)
+        await check_ready(pool, config)
         size, own = await fit(pool, config, redis)
     except BaseException:
         await pool.close()
@@ -357,78 +221,4 @@ def transaction_timeouts(config: Config) -> tuple[int, int, int] | None:
         int(settings["statement_timeout"]),
         int(settings["lock_timeout"]),
         int(settings["idle_in_transaction_session_timeout"]),
-    )
-
-
-async def fleet_report(config: Config, redis: Redis, conn: Any) -> dict[str, Any]:
-    """The fleet's registrations and the budget, for ``python -m worker budget`` (and status)."""
-    now = time.time()
-    workers = await fleet(redis, config.queue_name)
-    usage = await server_usage(conn)
-    # This command's own connection is neither the fleet's nor another client's.
-    me = Registration("status", "", 0, "", pool_max=0, pool_open=1, pooled=False, started_at=now)
-    result = check(usage, config, me, workers)
-    direct = [w for w in workers if not w.pooled]
-    return {
-        "queue": config.queue_name,
-        "workers": [
-            {
-                "worker": w.worker,
-                "pool_max": w.pool_max,
-                "pool_open": w.pool_open,
-                "via_pooler": w.pooled,
-                "up_seconds": round(now - w.started_at, 1),
-            }
-            for w in workers
-        ],
-        "fleet": {
-            "workers": len(workers),
-            "direct_workers": len(direct),
-            "pool_max": sum(w.pool_max for w in direct),
-            "pool_open": sum(w.pool_open for w in direct),
-            "via_pooler_workers": len(workers) - len(direct),
-        },
-        "budget": {**result.as_dict(), "over_budget_policy": config.pg_pool_over_budget},
-    }
-
-
-async def budget_status(config: Config, redis: Redis) -> dict[str, Any]:
-    """``fleet_report`` for ``python -m worker status``; with PostgreSQL unreachable, the
-    registrations and the error instead of the server's numbers."""
-    try:
-        conn = await connect(config.database_url, config.pg_connect_timeout)
-    except WorkerError as exc:
-        workers = await fleet(redis, config.queue_name)
-        return {
-            "workers": len(workers),
-            "pool_max": sum(w.pool_max for w in workers if not w.pooled),
-            "error": str(exc),
-        }
-    try:
-        report = await fleet_report(config, redis, conn)
-    finally:
-        await conn.close()
-    return {**report["fleet"], **report["budget"]}
-
-
-def render_budget(section: dict[str, Any]) -> str:
-    """One line of ``status``: the fleet's pools against what the server allows."""
-    if "error" in section:
-        return (
-            f"connection budget: {section['workers']} registered workers, pools up to "
-            f"{section['pool_max']} connections; server unavailable ({section['error']})"
-        )
-    via = section["via_pooler_workers"]
-    pooled = f" (+{via} behind a pooler, not counted)" if via else ""
-    return (
-        f"connection budget: {section['direct_workers']} workers{pooled} may open "
-        f"{section['fleet_pool_max']} of {section['allowance']} connections "
-        f"({section['left']} left; max_connections {section['max_connections']}, reserved "
-        f"{section['superuser_reserved_connections']}, other clients "
-        f"{section['used_by_other_clients']}"
-        + (
-            f", PG_CONNECTION_BUDGET {section['pg_connection_budget']})"
-            if section["pg_connection_budget"]
-            else ")"
-        )
     )

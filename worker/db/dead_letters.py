@@ -208,6 +208,29 @@ async def list_letters(conn: Conn, limit: int = 50) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+COUNTS = (
+    "SELECT count(*) AS total, count(*) FILTER (WHERE replayed_at IS NULL) AS open"
+    " FROM dead_letters"
+)
+
+
+async def count_letters(conn: Conn) -> dict[str, int]:
+    """``{"total": n, "not_replayed": m}``: every dead letter, and those not yet replayed."""
+    row = await conn.fetchrow(COUNTS)
+    assert row is not None
+    return {"total": int(row["total"]), "not_replayed": int(row["open"])}
+
+
+async def letters_of_job(conn: Conn, job_id: str) -> list[dict[str, Any]]:
+    """The dead letters of one job id, oldest first (without their payloads)."""
+    rows = await conn.fetch(
+        "SELECT id, reason, error_type, attempts, failed_at, replay_job_id FROM dead_letters"
+        " WHERE job_id = $1 ORDER BY id",
+        job_id,
+    )
+    return [dict(r) for r in rows]
+
+
 async def get_letter(conn: Conn, letter_id: int) -> dict[str, Any]:
     """One dead letter with its payload (decoded when it is JSON)."""
     row = await conn.fetchrow(

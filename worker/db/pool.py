@@ -15,7 +15,6 @@ from worker.errors import (
     START_POSTGRES,
     DatabaseMissing,
     DatabaseUnavailable,
-    PoolTooLarge,
     SchemaMissing,
     connection_advice,
 )
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 APPLICATION_NAME = "pgpool-worker"
 # Any constant works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 0x6A6F6273
@@ -92,29 +91,32 @@ async def create_pool(config: Config) -> asyncpg.Pool[asyncpg.Record]:
         raise _unavailable(config.database_url, exc) from None
 
 
-async def check_ready(
-    pool: asyncpg.Pool[asyncpg.Record], config: Config, *, room: bool = True
-) -> None:
-    """Fail clearly unless the worker's tables exist and (with ``room``) the server has room for
-    the pool. The worker itself checks the whole fleet's budget instead (worker/db/budget.py)."""
+async def create_reader_pool(
+    config: Config, role: str, max_size: int = 2
+) -> asyncpg.Pool[asyncpg.Record]:
+    """A small pool of a process that reads the worker's tables beside the workers (``role``:
+    "dashboard"), named ``pgpool-worker-<role>`` in ``pg_stat_activity``; it opens connections
+    only when asked (min size 0). Raises DatabaseUnavailable with a masked URL when it cannot."""
+    try:
+        return await asyncpg.create_pool(
+            config.database_url,
+            min_size=0,
+            max_size=max_size,
+            timeout=config.pg_connect_timeout,
+            statement_cache_size=config.pg_statement_cache_size,  # PgBouncer-safe
+            server_settings={"application_name": f"{APPLICATION_NAME}-{role}"},
+        )
+    except CONNECT_ERRORS as exc:
+        raise _unavailable(config.database_url, exc) from None
+
+
+async def check_ready(pool: asyncpg.Pool[asyncpg.Record], config: Config) -> None:
+    """Fail clearly unless the worker's tables exist. Whether the server has room for the pool is
+    the fleet's connection budget (worker/db/budget.py)."""
     async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
         for table in REQUIRED_TABLES:
             if await conn.fetchval("SELECT to_regclass($1)", table) is None:
                 raise SchemaMissing(table=table, url=mask_url(config.database_url))
-        if not room:
-            return
-        row = await conn.fetchrow(
-            "SELECT current_setting('max_connections')::int AS max_connections,"
-            " current_setting('superuser_reserved_connections')::int AS reserved,"
-            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int"
-            " AS in_use"
-        )
-    assert row is not None
-    room = row["max_connections"] - row["reserved"] - row["in_use"] + pool.get_size()
-    if config.pool_max_size > room:
-        raise PoolTooLarge(
-            pool_max=config.pool_max_size, url=mask_url(config.database_url), **dict(row)
-        )
 
 
 def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailable | DatabaseMissing:

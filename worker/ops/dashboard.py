@@ -27,12 +27,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from worker.config import Config
-from worker.db.dead_letters import list_letters
+from worker.db.dead_letters import count_letters, list_letters
+from worker.db.pool import create_reader_pool
 from worker.queue.connection import redis_settings
 from worker.queue.health import read_workers, recent_failures, throughput
 from worker.queue.stats import queue_stats
 
 PG_TIMEOUT = 3.0
+DASHBOARD_ROLE = "dashboard"  # its pool's application_name: pgpool-worker-dashboard
 HISTORY_BUCKET = 10.0
 
 
@@ -55,13 +57,7 @@ class Sources:
 
     async def postgres(self) -> asyncpg.Pool[asyncpg.Record]:
         if self.pool is None:
-            self.pool = await asyncpg.create_pool(
-                self.config.database_url,
-                min_size=0,
-                max_size=2,
-                timeout=self.config.pg_connect_timeout,
-                statement_cache_size=self.config.pg_statement_cache_size,  # PgBouncer-safe
-            )
+            self.pool = await create_reader_pool(self.config, DASHBOARD_ROLE)
         return self.pool
 
     async def dead_letters(self) -> dict[str, Any]:
@@ -69,17 +65,12 @@ class Sources:
             async with asyncio.timeout(PG_TIMEOUT):
                 pool = await self.postgres()
                 async with pool.acquire() as conn:
-                    row = await conn.fetchrow(
-                        "SELECT count(*) AS total,"
-                        " count(*) FILTER (WHERE replayed_at IS NULL) AS open FROM dead_letters"
-                    )
+                    counts = await count_letters(conn)
                     recent = await list_letters(conn, 10)
         except Exception as exc:  # noqa: BLE001  (shown on the page; the rest still renders)
             return {"error": f"PostgreSQL: {type(exc).__name__}: {exc}"[:200]}
-        assert row is not None
         return {
-            "total": int(row["total"]),
-            "not_replayed": int(row["open"]),
+            **counts,
             "recent": [
                 {k: letter[k] for k in ("id", "job_id", "function", "reason", "error_type")}
                 | {"attempts": letter["attempts"], "failed_at": letter["failed_at"].timestamp()}

@@ -25,6 +25,9 @@ import orjson
 from arq.utils import ms_to_datetime
 from pydantic import BaseModel
 
+from worker.core.clock import now_ms
+from worker.core.masking import mask_arguments
+
 MAX_PAYLOAD_BYTES = 1_000_000
 MAX_NESTING = 500  # arrays and objects; Python's json encodes ~990 levels at most, orjson 255
 _LONG_NUMBER = re.compile(rb"\d{20}")
@@ -58,9 +61,6 @@ def serialize(value: Any) -> bytes:
         ).encode()
 
 
-REDACTED = "**********"
-
-
 def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
     """The worker's serializer: like ``serialize``, but a stored result (arq copies the job's
     arguments into it) carries ``REDACTED`` instead of the job's secret arguments.
@@ -79,8 +79,8 @@ def job_encoder(secrets: Mapping[str, Sequence[str]]) -> Callable[[Any], bytes]:
             value = _handler_result(value)
         fields = secrets.get(str(value.get("f")), ()) if is_result else ()
         if fields:
-            kwargs = {k: REDACTED if k in fields else v for k, v in dict(value["k"]).items()}
-            value = {**value, "a": [REDACTED] * len(value["a"]), "k": kwargs}
+            args, kwargs = mask_arguments(fields, value["a"], dict(value["k"]))
+            value = {**value, "a": args, "k": kwargs}
         return serialize(value)
 
     return encode
@@ -93,12 +93,10 @@ def _handler_result(value: dict[str, Any]) -> dict[str, Any]:
     sent = value.get("k")
     sent = sent if isinstance(sent, dict) else {}
     args, kwargs = sent.get("args"), sent.get("kwargs")
-    return {
-        **value,
-        "f": str(sent.get("function")),
-        "a": [REDACTED] * len(args) if isinstance(args, list) else [],
-        "k": dict.fromkeys(kwargs, REDACTED) if isinstance(kwargs, dict) else {},
-    }
+    masked_args, masked_kwargs = mask_arguments(  # no worker knows its fields: all masked
+        None, args if isinstance(args, list) else [], kwargs if isinstance(kwargs, dict) else {}
+    )
+    return {**value, "f": str(sent.get("function")), "a": masked_args, "k": masked_kwargs}
 
 
 class ExpiredNotRecorded(ValueError):
@@ -197,7 +195,7 @@ MAX_TRY = 2**31 - 1
 def poison(data: bytes, problem: str) -> dict[str, Any]:
     """The ``__poison__`` job that stands for ``data``: its handler dead-letters the bytes."""
     kwargs = {"payload": base64.b64encode(data).decode(), "problem": problem}
-    return {"f": POISON_JOB, "a": [], "k": kwargs, "t": None, "et": _now_ms()}
+    return {"f": POISON_JOB, "a": [], "k": kwargs, "t": None, "et": now_ms()}
 
 
 def job_decoder(known: Collection[str]) -> Callable[[bytes], dict[str, Any]]:
@@ -269,7 +267,3 @@ def _shape_problem(job: dict[str, Any], reserved: bool = True) -> str:
             "worker's own handlers"
         )
     return ""  # a subclass of str, list, dict or int (not from JSON): a job all the same
-
-
-def _now_ms() -> int:
-    return int(datetime.now().timestamp() * 1000)

@@ -4,6 +4,8 @@ the Redis client of the command line, which stops within REDIS_CONNECT_TIMEOUT w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +30,17 @@ async def check_redis(config: Config) -> None:
     except REDIS_ERRORS as exc:
         raise redis_unavailable(config, exc) from None
     await redis.aclose()
+
+
+@asynccontextmanager
+async def command_redis(config: Config) -> AsyncIterator[ArqRedis]:
+    """Redis for an operator command: fails at once (RedisUnavailable) when it does not answer."""
+    await check_redis(config)
+    redis = await create_pool(redis_settings(config))
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 async def open_redis(config: Config, **options: Any) -> ArqRedis:

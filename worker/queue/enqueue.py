@@ -3,16 +3,16 @@ docs/wire-format.md, which refuses a job id that is queued, running or has a kep
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import expires_extra_ms
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from worker.core.clock import now_ms
 from worker.queue import codec
-from worker.queue.keys import wake_key
+from worker.queue.keys import JOB_PREFIX, RESULT_PREFIX, wake_key
 
 ENQUEUE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
@@ -22,17 +22,13 @@ return 1
 """
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 async def enqueue_payload(
     redis: Redis, queue: str, job_id: str, job: dict[str, Any], defer_ms: int = 0
 ) -> bool:
     """Enqueue ``job`` ({"f", "a", "k", ...}) as a new job; False if ``job_id`` is taken."""
     enqueued = now_ms()
     payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
-    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue)
+    keys = (JOB_PREFIX + job_id, RESULT_PREFIX + job_id, queue)
     expires = defer_ms + expires_extra_ms
     async with redis.pipeline(transaction=False) as pipe:
         pipe.eval(ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id)
@@ -54,10 +50,10 @@ ENQUEUE_MANY_SCRIPT = f"""
 local added = {{}}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  if redis.call('EXISTS', '{job_key_prefix}' .. id, '{result_key_prefix}' .. id) > 0 then
+  if redis.call('EXISTS', '{JOB_PREFIX}' .. id, '{RESULT_PREFIX}' .. id) > 0 then
     added[#added + 1] = 0
   else
-    redis.call('PSETEX', '{job_key_prefix}' .. id, ARGV[1], ARGV[i + 1])
+    redis.call('PSETEX', '{JOB_PREFIX}' .. id, ARGV[1], ARGV[i + 1])
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     added[#added + 1] = 1
   end

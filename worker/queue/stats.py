@@ -9,22 +9,24 @@ sample's share) and counts running jobs as due, as arq's own view does.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from worker.core.clock import now_ms
+from worker.queue.keys import IN_PROGRESS_PREFIX
+
 SAMPLE = 1000
 CLOCK_SLACK_MS = 5000  # workers' clocks may be ahead of this one's
 
-QUEUE_STATS_SCRIPT = """
+QUEUE_STATS_SCRIPT = f"""
 local queue, now, sample, horizon = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZCOUNT', queue, '-inf', now)
 local total = redis.call('ZCARD', queue)
 local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, sample)
 local running, oldest = 0, false
 for i = 1, #ids, 2 do
-  if redis.call('EXISTS', 'arq:in-progress:' .. ids[i]) == 1 then
+  if redis.call('EXISTS', '{IN_PROGRESS_PREFIX}' .. ids[i]) == 1 then
     running = running + 1
   elseif not oldest then
     oldest = ids[i + 1]
@@ -33,12 +35,12 @@ end
 local ahead = redis.call('ZRANGEBYSCORE', queue, '(' .. now, horizon, 'LIMIT', 0, sample)
 local leased = 0
 for i = 1, #ahead do
-  if redis.call('EXISTS', 'arq:in-progress:' .. ahead[i]) == 1 then leased = leased + 1 end
+  if redis.call('EXISTS', '{IN_PROGRESS_PREFIX}' .. ahead[i]) == 1 then leased = leased + 1 end
 end
 if #ahead == sample then  -- more than the sample: the same share of all of them
   leased = math.floor(leased * redis.call('ZCOUNT', queue, '(' .. now, horizon) / sample + 0.5)
 end
-return {due + leased, total - due - leased, running + leased, oldest}
+return {{due + leased, total - due - leased, running + leased, oldest}}
 """
 
 
@@ -58,10 +60,10 @@ class QueueStats:
 
 async def queue_stats(redis: Redis, queue: str, lease: float) -> QueueStats:
     """Read ``queue``'s state (one EVAL); ``lease`` is the workers' JOB_LEASE in seconds."""
-    now_ms = int(time.time() * 1000)
-    horizon = now_ms + int(lease * 1000) + CLOCK_SLACK_MS
+    now = now_ms()
+    horizon = now + int(lease * 1000) + CLOCK_SLACK_MS
     due, scheduled, running, oldest = await redis.eval(  # type: ignore[misc]
-        QUEUE_STATS_SCRIPT, 1, queue, str(now_ms), str(SAMPLE), str(horizon)
+        QUEUE_STATS_SCRIPT, 1, queue, str(now), str(SAMPLE), str(horizon)
     )
-    age = max(now_ms - float(oldest), 0.0) / 1000 if oldest else 0.0
+    age = max(now - float(oldest), 0.0) / 1000 if oldest else 0.0
     return QueueStats(int(due), int(scheduled), int(running), age)

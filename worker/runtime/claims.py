@@ -12,15 +12,16 @@ of claiming more. The serial moves on only once a reply arrived (``Claimer.claim
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
-from worker.queue.keys import claims_key
+from worker.queue.keys import ABORT_SET, IN_PROGRESS_PREFIX, JOB_PREFIX, RETRY_PREFIX, claims_key
 
 # arq's abort set is shared by every queue on the Redis; entries no worker took are dropped after.
 ABORT_MAX_AGE_MS = 3_600_000
@@ -44,9 +45,9 @@ CLAIM_SCRIPT = f"""
 local queue, now, limit, lease = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local record, serial = KEYS[2], ARGV[5]
 local aborts = false
-if redis.call('ZCARD', '{abort_jobs_ss}') > 0 then
-  redis.call('ZREMRANGEBYSCORE', '{abort_jobs_ss}', '-inf', tonumber(now) - tonumber(ARGV[4]))
-  aborts = redis.call('ZRANGE', '{abort_jobs_ss}', 0, 999)
+if redis.call('ZCARD', '{ABORT_SET}') > 0 then
+  redis.call('ZREMRANGEBYSCORE', '{ABORT_SET}', '-inf', tonumber(now) - tonumber(ARGV[4]))
+  aborts = redis.call('ZRANGE', '{ABORT_SET}', 0, 999)
 end
 local claimed, skipped, page = {{}}, 0, 200
 local lease_end = tonumber(now) + tonumber(lease)
@@ -56,12 +57,12 @@ if saved then
   if saved[1] == serial then  -- a re-send of a round whose reply was lost
     for _, e in ipairs(saved[2]) do
       local id = e[1]
-      local in_progress = '{in_progress_key_prefix}' .. id
+      local in_progress = '{IN_PROGRESS_PREFIX}' .. id
       if redis.call('EXISTS', in_progress) == 1
-          and tonumber(redis.call('GET', '{retry_key_prefix}' .. id)) == e[3] then
+          and tonumber(redis.call('GET', '{RETRY_PREFIX}' .. id)) == e[3] then
         redis.call('PSETEX', in_progress, lease, '1')
         redis.call('ZADD', queue, 'XX', lease_end, id)
-        local payload = redis.call('GET', '{job_key_prefix}' .. id)
+        local payload = redis.call('GET', '{JOB_PREFIX}' .. id)
         claimed[#claimed + 1] = {{id, e[2], e[3], e[4], payload}}
       end
     end
@@ -74,16 +75,16 @@ while #claimed < limit and skipped < 2000 do
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
-    local in_progress = '{in_progress_key_prefix}' .. id
+    local in_progress = '{IN_PROGRESS_PREFIX}' .. id
     if #claimed < limit and redis.call('EXISTS', in_progress) == 0 then
       redis.call('PSETEX', in_progress, lease, '1')
       redis.call('ZADD', queue, 'XX', lease_end, id)
-      local retry = '{retry_key_prefix}' .. id
+      local retry = '{RETRY_PREFIX}' .. id
       local try = redis.call('INCR', retry)
       redis.call('EXPIRE', retry, 88400)
       local aborted = 0
-      if aborts and redis.call('ZREM', '{abort_jobs_ss}', id) == 1 then aborted = 1 end
-      local payload = redis.call('GET', '{job_key_prefix}' .. id)
+      if aborts and redis.call('ZREM', '{ABORT_SET}', id) == 1 then aborted = 1 end
+      local payload = redis.call('GET', '{JOB_PREFIX}' .. id)
       claimed[#claimed + 1] = {{id, ids[i + 1], try, aborted, payload}}
       kept[#kept + 1] = {{id, ids[i + 1], try, aborted}}
     elseif #claimed < limit then
@@ -101,6 +102,32 @@ if #claimed == 0 and limit > 0 then
 end
 return {{claimed, next_due, aborts}}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One job as the claim script handed it over."""
+
+    job_id: str
+    score: int  # its score in the queue when it was claimed (its due time)
+    job_try: int
+    aborted: bool  # in arq's abort set when claimed: recorded as aborted, never started
+    payload: bytes | None  # None: the payload had expired
+
+    @classmethod
+    def from_entry(cls, entry: list[Any]) -> Claim:
+        payload = entry[4] if len(entry) > 4 else None
+        return cls(entry[0].decode(), int(float(entry[1])), int(entry[2]), entry[3] == 1, payload)
+
+
+@dataclass(slots=True)
+class ActiveJob:
+    """A job this consumer is running: what ``status`` and the dashboard list, what abort cancels."""
+
+    task: asyncio.Task[None] | None = None
+    name: str = ""
+    job_try: int = 0
+    started: float = 0.0  # wall clock; 0 until the job's function is called
 
 
 def consumer_id() -> str:

@@ -9,10 +9,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
-from arq.constants import retry_key_prefix
 from arq.worker import Retry
 from redis.asyncio import Redis
 
@@ -31,14 +30,11 @@ from worker.db.dead_letters import (
 )
 from worker.errors import PoisonPayload, TriesExhausted, UnknownJobName
 from worker.queue import codec
+from worker.queue.keys import RETRY_PREFIX
 from worker.runtime.breaker import RETRY_DELAY, PostgresBreaker
-from worker.runtime.consumer import Consumer
 from worker.runtime.leases import LEASE_SET_KEY, LeaseKeeper
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.retry_policy import RetryPolicy, is_transient
-
-if TYPE_CHECKING:
-    from worker.runtime.operations import Operations
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +43,16 @@ RUNTIME_KEY = "runtime"
 
 @dataclass
 class Runtime:
-    """The worker's reliability machinery, created at startup and kept in ``ctx``."""
+    """What a job's run needs of the worker (its reliability machinery), created at startup and kept
+    in ``ctx``. What runs beside the jobs (the consumer, the endpoint, the background tasks) is the
+    lifecycle's (``worker/runtime/lifecycle.py``)."""
 
     config: Config
     redis: Redis
     leases: LeaseKeeper
     dead_letters: DeadLetterStore
     known: Sequence[str]
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    consumer: Consumer | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    ops: Operations | None = (
-        None  # health record and /metrics endpoint (worker/runtime/operations.py)
-    )
     policies: dict[str | None, RetryPolicy] = field(default_factory=dict)  # by job name
     breaker: PostgresBreaker | None = None  # PostgreSQL unreachable: no claims, tries given back
 
@@ -113,7 +106,7 @@ def dead_letter(
 
 async def uncharge(ctx: JobContext) -> None:
     """Give back the try arq counted for this run (shutdown cancellations, waiting for a deploy)."""
-    await runtime(ctx).redis.decr(retry_key_prefix + str(ctx["job_id"]))
+    await runtime(ctx).redis.decr(RETRY_PREFIX + str(ctx["job_id"]))
 
 
 async def execute(

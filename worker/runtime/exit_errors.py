@@ -18,12 +18,11 @@ from redis.exceptions import RedisError
 
 from jobs.errors import WorkerError
 from worker.config import Config
+from worker.core.exit_codes import EXIT_USAGE
 from worker.core.logs import JsonFormatter, use_json
 from worker.core.masking import mask_url
 from worker.queue.connect import redis_unavailable
 from worker.queue.connection import OutageRetry
-
-EXIT_USAGE = 2
 
 
 class RedisStoppedAnswering(WorkerError):

@@ -1,7 +1,7 @@
 """Job leases: a running job's ``arq:in-progress`` key lives ``JOB_LEASE`` seconds and a heartbeat
 renews it, so a crashed worker's job runs again within the lease instead of ``job_timeout + 10 s``.
 
-The claim (``worker/runtime/consumer.py``) also moves a running job's score in the queue to its lease's end,
+The claim (``worker/runtime/claims.py``) also moves a running job's score in the queue to its lease's end,
 and the heartbeat moves it on with the key: a crashed worker's job is due again exactly when its
 lease ends, and claims never have to step over running jobs."""
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from worker.core.clock import now_ms
+from worker.queue.keys import IN_PROGRESS_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ LEASE_SET_KEY = "lease_set"  # in a job's ctx: the claim already gave the job it
 LEASE_RENEW_SCRIPT = f"""
 local lease_end = tonumber(ARGV[2]) + tonumber(ARGV[1])
 for i = 3, #ARGV do
-  if redis.call('PEXPIRE', '{in_progress_key_prefix}' .. ARGV[i], ARGV[1]) == 1 then
+  if redis.call('PEXPIRE', '{IN_PROGRESS_PREFIX}' .. ARGV[i], ARGV[1]) == 1 then
     redis.call('ZADD', KEYS[1], 'XX', lease_end, ARGV[i])
   end
 end
@@ -53,7 +54,7 @@ class LeaseKeeper:
         claim already set it (``lease_set``)."""
         self.held[job_id] += 1
         if not lease_set:
-            await self.redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
+            await self.redis.pexpire(IN_PROGRESS_PREFIX + job_id, self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing; arq deletes the in-progress key when it records the outcome."""
@@ -65,8 +66,7 @@ class LeaseKeeper:
         """Extend every held lease, and the due time of its job with it (one script call)."""
         if not self.held:
             return
-        now_ms = int(time.time() * 1000)
-        await self.renew_script([self.queue], [self.lease_ms, now_ms, *self.held])
+        await self.renew_script([self.queue], [self.lease_ms, now_ms(), *self.held])
 
     async def run(self) -> None:
         """Renew leases every third of the lease until cancelled; Redis errors are logged, not fatal."""

@@ -1,9 +1,13 @@
-"""Worker startup and shutdown: exactly one asyncpg pool per worker process, in ``ctx``."""
+"""Worker startup and shutdown: exactly one asyncpg pool per worker process, in ``ctx``; the
+``Runtime`` a job's run needs (``worker/runtime/execution.py``), in ``ctx``; and what runs beside
+the jobs (the consumer, the endpoint and health record, the background tasks), the ``Services``
+kept in ``ctx`` under ``SERVICES_KEY`` until shutdown stops them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.context import RESOURCES_KEY, Resources
@@ -18,12 +22,34 @@ from worker.runtime.consumer import Consumer, running_worker
 from worker.runtime.execution import RUNTIME_KEY, Runtime
 from worker.runtime.leases import LeaseKeeper
 from worker.runtime.metrics import WorkerMetrics
-from worker.runtime.operations import start_operations
+from worker.runtime.operations import Operations, start_operations
 
 logger = logging.getLogger(__name__)
 
 CONFIG_KEY = "config"
+SERVICES_KEY = "services"
 POOL_CLOSE_TIMEOUT = 10.0
+
+
+@dataclass
+class Services:
+    """What runs beside the jobs from startup to shutdown: the background tasks (lease renewal, dead
+    letters, connection budget, breaker), the consumer, and the endpoint with the health record."""
+
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    consumer: Consumer | None = None
+    ops: Operations | None = None  # the endpoint and the health record (operations.py)
+
+    async def stop(self, config: Config) -> None:
+        """Drain the consumer, stop the endpoint and the record, cancel the tasks."""
+        if self.consumer is not None:
+            # A Redis that does not answer holds the final writes this long at most.
+            await self.consumer.close(config.shutdown_grace, 2 * config.redis_socket_timeout)
+        if self.ops is not None:
+            await self.ops.stop()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def config_of(ctx: dict[str, Any]) -> Config:
@@ -62,16 +88,19 @@ async def startup(ctx: dict[str, Any]) -> None:
         metrics=metrics,
         breaker=breaker,
     )
-    rt.tasks = [asyncio.create_task(rt.leases.run()), asyncio.create_task(rt.dead_letters.run())]
-    rt.tasks.append(asyncio.create_task(budget.run()))
-    rt.tasks.append(asyncio.create_task(breaker.run()))
-    ctx[RUNTIME_KEY] = rt
+    services = Services([asyncio.create_task(rt.leases.run())])
+    services.tasks.append(asyncio.create_task(rt.dead_letters.run()))
+    services.tasks.append(asyncio.create_task(budget.run()))
+    services.tasks.append(asyncio.create_task(breaker.run()))
+    ctx[RUNTIME_KEY], ctx[SERVICES_KEY] = rt, services
     worker = running_worker(ctx)
     if worker is not None:  # always, under arq; absent only when a test calls startup() itself
-        rt.consumer = Consumer(worker, config.job_lease, config.poll_delay, metrics, breaker)
-        rt.consumer.start()
+        consumer = services.consumer = Consumer(
+            worker, config.job_lease, config.poll_delay, metrics, breaker
+        )
+        consumer.start()
         stop_retrying_on_stop(worker, redis_policy, config.redis_socket_timeout)
-        rt.ops = await start_operations(rt, pool)
+        services.ops = await start_operations(rt, consumer, pool)
     report_pool_sizing(config)
     logger.info(
         "postgres pool ready: min %d, max %d connections for max_jobs=%d",
@@ -84,16 +113,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     """arq ``on_shutdown``: stop the background tasks, close the pool; does nothing for what a
     failed startup did not create."""
+    services: Services | None = ctx.pop(SERVICES_KEY, None)
     rt: Runtime | None = ctx.pop(RUNTIME_KEY, None)
-    if rt is not None:
-        if rt.consumer is not None:
-            # A Redis that does not answer holds the final writes this long at most.
-            await rt.consumer.close(rt.config.shutdown_grace, 2 * rt.config.redis_socket_timeout)
-        if rt.ops is not None:
-            await rt.ops.stop()
-        for task in rt.tasks:
-            task.cancel()
-        await asyncio.gather(*rt.tasks, return_exceptions=True)
+    if services is not None and rt is not None:
+        await services.stop(rt.config)
     budget = ctx.pop(BUDGET_KEY, None)
     if budget is not None:
         await budget.close()

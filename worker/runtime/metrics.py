@@ -1,7 +1,7 @@
 """Prometheus metrics of one worker process, in a registry of its own (not the global default one,
 so that several workers can run in one process, as the tests do).
 
-Counters and histograms are updated where things happen (``worker/runtime/consumer.py``,
+Counters and histograms are updated where things happen (``worker/runtime/executor.py``,
 ``worker/runtime/execution.py``, the pool acquire hook, the dead-letter store); gauges that describe a state
 (queue depth, pool connections, jobs in progress) are read when Prometheus scrapes, by
 ``set_state()``. What every job updates (its counters, its duration, queue-wait and acquire-wait

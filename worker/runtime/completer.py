@@ -1,0 +1,152 @@
+"""The completer: records how claimed jobs ended, in arq's result format, many per call of one Lua
+script (atomic), and the last ones on shutdown (``Completer.flush``).
+
+The job runner (``worker/runtime/executor.py``) hands every run's ``Outcome`` to ``Completer.record``;
+the write loop sends all pending outcomes in one script call, and puts a batch back when Redis did
+not take it (written on the next round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from arq.constants import keep_cronjob_progress
+from redis.asyncio import Redis
+
+from worker.core.clock import now_ms
+from worker.queue.keys import (
+    ABORT_SET,
+    IN_PROGRESS_PREFIX,
+    JOB_PREFIX,
+    RESULT_PREFIX,
+    RETRY_PREFIX,
+    failures_key,
+)
+
+logger = logging.getLogger(__name__)
+
+# Records finished tries, eight arguments each after ARGV[1] (the failures list's length): kind,
+# job id, result (arq's format; '' = none), result TTL in ms ('' = forever), new score (retries),
+# cron (1/0), aborted (1/0), a recent-failures entry ('' = none). Kinds: "finish" (a result, or
+# none when it is not kept; the job's keys deleted), "expired" (the same, never a result),
+# "retry" (back in the queue at the new score), "requeue" (shutdown: due again at the new score,
+# now).
+FINISH_SCRIPT = f"""
+local queue, failures, keep_failures = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local failed = false
+for i = 2, #ARGV, 8 do
+  local kind, id, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local in_progress = '{IN_PROGRESS_PREFIX}' .. id
+  if ARGV[i + 7] ~= '' then
+    redis.call('LPUSH', failures, ARGV[i + 7])
+    failed = true
+  end
+  if kind == 'retry' then
+    redis.call('DEL', in_progress)
+    redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
+  elseif kind == 'requeue' then  -- due again now (its score was its lease's end)
+    redis.call('DEL', in_progress)
+    redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
+  else
+    if ARGV[i + 6] == '1' then redis.call('ZREM', '{ABORT_SET}', id) end
+    if result ~= '' then
+      if keep == '' then
+        redis.call('SET', '{RESULT_PREFIX}' .. id, result)
+      else
+        redis.call('SET', '{RESULT_PREFIX}' .. id, result, 'PX', keep)
+      end
+    end
+    if ARGV[i + 5] == '1' then  -- as arq: a cron tick stays marked a while, not to run twice
+      redis.call('PEXPIRE', in_progress, {keep_cronjob_progress * 1000})
+      redis.call('DEL', '{RETRY_PREFIX}' .. id, '{JOB_PREFIX}' .. id)
+    else
+      redis.call('DEL', in_progress, '{RETRY_PREFIX}' .. id, '{JOB_PREFIX}' .. id)
+    end
+    redis.call('ZREM', queue, id)
+  end
+end
+if failed then redis.call('LTRIM', failures, 0, keep_failures - 1) end
+return 0
+"""
+
+RECENT_FAILURES = 100
+
+
+@dataclass
+class Outcome:
+    """How one run ended, to be written to Redis in arq's format."""
+
+    job_id: str
+    kind: str  # "finish" (success or failure), "retry", "requeue" (shutdown), "expired"
+    result_data: bytes | None = None
+    keep_ms: int | None = None  # None: keep forever; 0: do not keep
+    new_score: int | None = None
+    cron: bool = False
+    aborted: bool = False
+    failure: bytes | None = None  # a line for the recent-failures list (worker/queue/health.py)
+
+
+class Completer:
+    """The outcomes of one consumer's runs, pending until the write loop records them."""
+
+    def __init__(self, redis: Redis, queue: str) -> None:
+        self.queue = queue
+        self.finish_script = redis.register_script(FINISH_SCRIPT)
+        self.pending: list[Outcome] = []
+        self.written = asyncio.Event()
+        self.to_write = asyncio.Event()
+
+    def record(self, outcome: Outcome) -> None:
+        """Queue one outcome for the next write."""
+        self.pending.append(outcome)
+        self.to_write.set()
+
+    async def write_loop(self) -> None:
+        """Write every pending outcome in one script call, each time there are some."""
+        while True:
+            await self.to_write.wait()
+            self.to_write.clear()
+            batch, self.pending = self.pending, []
+            if batch:
+                try:
+                    await self.finish_script(
+                        keys=[self.queue, failures_key(self.queue)],
+                        args=[RECENT_FAILURES, *(a for o in batch for a in self._fields(o))],
+                    )
+                except BaseException:
+                    self.pending[:0] = batch  # written on the next round
+                    raise
+            self.written.set()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until the write loop recorded every pending outcome, for ``timeout`` seconds at most
+        (a Redis that does not answer: their jobs run again when their lease ends)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.pending:
+                    self.to_write.set()
+                    self.written.clear()
+                    await self.written.wait()
+        except TimeoutError:
+            logger.warning(
+                "Redis did not take the last %d outcome(s) within %gs; their jobs run again when "
+                "their lease ends",
+                len(self.pending),
+                timeout,
+            )
+
+    @staticmethod
+    def _fields(outcome: Outcome) -> tuple[str | bytes | int, ...]:
+        """One outcome as FINISH_SCRIPT's eight arguments."""
+        return (
+            outcome.kind,
+            outcome.job_id,
+            outcome.result_data or b"",
+            "" if outcome.keep_ms is None else outcome.keep_ms,
+            outcome.new_score or now_ms(),
+            int(outcome.cron),
+            int(outcome.aborted),
+            outcome.failure or b"",
+        )
