@@ -28,6 +28,7 @@ RUN groupadd --system --gid 10001 app \
 COPY pyproject.toml README.md LICENSE /tmp/src/
 COPY worker/ /tmp/src/worker/
 COPY jobs/ /tmp/src/jobs/
+COPY pgpool_client/ /tmp/src/pgpool_client/
 RUN pip install --no-cache-dir --no-deps --compile /tmp/src && rm -rf /tmp/src
 
 USER 10001:10001

@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install test-deps browser screenshot check-services setup run test test-faults bench bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults client-jobs client-wheel bench bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+client-jobs: install  ## regenerate pgpool_client/jobs.py (the slim client's job methods) from jobs/registry.py
+	$(BIN)/python -m worker.ops.client_codegen
+
+client-wheel: install  ## the slim client's wheel, dist/pgpool_client-*.whl (clients/python)
+	$(BIN)/python clients/python/build_wheel.py dist
 
 # PgBouncer, which tests/integration/test_pgbouncer.py starts on its own port: Debian's package,
 # installed with apt-get when missing (as root, or with sudo); elsewhere, a note and no failure.

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+# The base class and the argument error are the slim client's (pgpool_client), which raises them
+# too: one class each, whoever catches them.
+from pgpool_client.errors import InvalidJobArguments, WorkerError
 
-
-class WorkerError(Exception):
-    """The job worker failed."""
-
-    def __init__(self, text: str | None = None, /, **context: Any) -> None:
-        # ``text`` is positional-only, so that a context field may be called ``message``.
-        self.context = context
-        template = " ".join((self.__doc__ or "").split())
-        super().__init__(text if text is not None else template.format(**context))
-
-
-class InvalidJobArguments(WorkerError):
-    """Invalid arguments for job {job!r}: {details}. Fix the arguments and enqueue the job again."""
-
-    retryable = False
+__all__ = ["InvalidJobArguments", "JobTimeout", "PoolAcquireTimeout", "StaleLease", "WorkerError"]
 
 
 class PoolAcquireTimeout(WorkerError):

@@ -66,6 +66,11 @@ class Config(BaseSettings):
     poll_delay: Seconds = 0.05
     health_check_interval: Seconds = 10.0
 
+    # The outbox relay (worker/runtime/relay.py): a poll beside LISTEN (the only wake-up behind a
+    # transaction pooler), and how long relayed rows are kept before they are deleted.
+    outbox_poll_interval: Seconds = 1.0
+    outbox_retention: Annotated[float, Field(ge=0)] = 3600.0
+
     cron_deactivate: str = "15 3 * * *"
     deactivate_after_days: Annotated[int, Field(ge=1)] = 90
 

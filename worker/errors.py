@@ -4,6 +4,40 @@ from __future__ import annotations
 
 from jobs.errors import WorkerError
 
+# The errors a producer meets are the slim client's (pgpool_client/errors.py): the same classes.
+from pgpool_client.errors import (
+    DuplicateJob,
+    JobFailed,
+    RedisUnavailable,
+    ResultNotFound,
+    ResultTimeout,
+    UnknownJob,
+)
+
+__all__ = [
+    "START_POSTGRES",
+    "START_REDIS",
+    "ConfigError",
+    "DashboardNotInstalled",
+    "DatabaseMissing",
+    "DatabaseUnavailable",
+    "DeadLetterNotFound",
+    "DuplicateJob",
+    "JobFailed",
+    "NotReplayable",
+    "OverBudget",
+    "PoisonPayload",
+    "PoolTooLarge",
+    "RedisUnavailable",
+    "ResultNotFound",
+    "ResultTimeout",
+    "SchemaMissing",
+    "TriesExhausted",
+    "UnknownJob",
+    "UnknownJobName",
+    "connection_advice",
+]
+
 
 class ConfigError(WorkerError):
     """Invalid configuration: {details}. Fix the variable in the environment or in .env
@@ -38,10 +72,6 @@ class DatabaseUnavailable(WorkerError):
     """Cannot connect to PostgreSQL at {url}: {reason} {advice}"""
 
 
-class RedisUnavailable(WorkerError):
-    """Cannot connect to Redis at {url}: {reason} {advice}"""
-
-
 class DatabaseMissing(WorkerError):
     """Database {name!r} does not exist on the server at {url}. Create it and apply the schema:
     `python -m worker setup` (or `make run`, which does it for you)."""
@@ -63,27 +93,6 @@ class OverBudget(PoolTooLarge):
     of queue {queue!r} may hold {allowance} connections ({limits}); {fleet} other live worker(s) may
     open {fleet_max} of them, which leaves {left} for this one. Lower PG_POOL_MAX_SIZE, run fewer
     workers, set PG_POOL_OVER_BUDGET=shrink, or put PgBouncer in front (docs/scaling.md)."""
-
-
-class UnknownJob(WorkerError):
-    """Unknown job {name!r}. Known jobs: {known}."""
-
-
-class DuplicateJob(WorkerError):
-    """A job with id {job_id!r} is already queued, running, or has a kept result; it was not enqueued
-    again. Use another job id to run it anew."""
-
-
-class JobFailed(WorkerError):
-    """Job {job_id} ({function}) failed: {error_type}: {message}"""
-
-
-class ResultTimeout(WorkerError):
-    """Job {job_id} has no result after {timeout:g} s. Is a worker running on queue {queue!r}?"""
-
-
-class ResultNotFound(WorkerError):
-    """No job with id {job_id!r} is queued, running or has a kept result on queue {queue!r}."""
 
 
 class DeadLetterNotFound(WorkerError):

@@ -30,8 +30,12 @@ from worker.db.pool import with_database
 pytestmark = pytest.mark.acceptance
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the build reads: pyproject.toml names README.md and LICENSE; the packages are worker*, jobs*.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "worker", "jobs")
+# Every migration of the checkout, in order: what `setup` from the wheel must apply.
+MIGRATIONS = sorted(p.stem for p in (ROOT / "worker" / "db" / "migrations").glob("*.sql"))
+# What the build reads: pyproject.toml names README.md and LICENSE; the packages are worker*, jobs*
+# and pgpool_client* (the slim client, which the worker uses).
+PACKAGES = ("worker", "jobs", "pgpool_client")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", *PACKAGES)
 TIMEOUT = 120
 
 
@@ -110,7 +114,7 @@ def test_the_wheel_holds_every_module_and_its_data(installed: Installed) -> None
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     checkout = {
         path.relative_to(ROOT).as_posix()
-        for package in ("worker", "jobs")
+        for package in PACKAGES
         for path in (ROOT / package).rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
@@ -178,7 +182,7 @@ def test_setup_and_a_job_from_the_installed_wheel(installed: Installed, database
     )
     cli = installed.bin / "pgpool-worker"
     setup = json.loads(run(cli, "setup", "--seed", "10", "--quiet", cwd=installed.outside, env=env))
-    assert setup["migrations_applied"] == ["0001_users", "0002_reliability"], setup
+    assert setup["migrations_applied"] == MIGRATIONS, setup
 
     log = (installed.outside / "worker.log").open("wb")
     worker = subprocess.Popen(

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
-from arq.jobs import JobStatus
 
 from jobs.errors import InvalidJobArguments
 from jobs.models import User
+from pgpool_client import JobStatus
 from tests.conftest import RunWorker
 from worker.client import JobClient
 from worker.config import Config

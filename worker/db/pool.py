@@ -33,7 +33,7 @@ APPLICATION_NAME = "pgpool-worker"
 # Any constant works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 0x6A6F6273
 
-REQUIRED_TABLES = ("users", "dead_letters", "job_effects", "job_claims")
+REQUIRED_TABLES = ("users", "dead_letters", "job_effects", "job_claims", "job_outbox")
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -210,6 +210,9 @@ WORKER_GRANTS = (
     "GRANT SELECT, INSERT, UPDATE ON job_effects, job_claims TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON dead_letters TO {role}",
     "GRANT SELECT ON schema_migrations TO {role}",
+    # The outbox relay claims, marks and prunes rows; a job may enqueue another in its transaction.
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON job_outbox TO {role}",
+    "GRANT EXECUTE ON FUNCTION enqueue_job(text, jsonb, text, timestamptz, text) TO {role}",
 )
 
 

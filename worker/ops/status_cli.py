@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from worker.config import Config
 from worker.core.exit_codes import EXIT_FAILED, EXIT_OK
 from worker.db.dead_letters import count_letters
+from worker.db.outbox import outbox_depth
 from worker.db.pool import connect
 from worker.ops.budget_report import budget_status, render_budget
 from worker.ops.output import emit
@@ -35,6 +36,19 @@ async def dead_letter_counts(config: Config) -> dict[str, Any]:
         await conn.close()
 
 
+async def outbox_status(config: Config) -> dict[str, Any]:
+    """The queue's outbox rows not yet relayed and the oldest one's age, or ``{"error": ...}``."""
+    try:
+        conn = await connect(config.database_url, config.pg_connect_timeout)
+    except Exception as exc:  # noqa: BLE001  (shown, not raised: status reports what it can)
+        return {"error": str(exc).split(". ")[0]}
+    try:
+        depth = await outbox_depth(conn, config.queue_name)
+    finally:
+        await conn.close()
+    return {"unrelayed": depth.unrelayed, "oldest_unrelayed_age_s": round(depth.oldest_age, 3)}
+
+
 async def gather_status(config: Config, redis: ArqRedis) -> dict[str, Any]:
     queue = config.queue_name
     stats = await queue_stats(redis, queue, config.job_lease)
@@ -44,6 +58,7 @@ async def gather_status(config: Config, redis: ArqRedis) -> dict[str, Any]:
         "queue": queue,
         "jobs": _queue_view(stats, sum(int(w.get("running", 0)) for w in live)),
         "dead_letters": await dead_letter_counts(config),
+        "outbox": await outbox_status(config),  # transactional enqueue (docs/producers.md)
         "workers": {
             "alive": len(live),
             "healthy": sum(1 for w in workers if w["healthy"]),
@@ -92,6 +107,13 @@ def render_status(status: dict[str, Any]) -> str:
         ),
         f"workers: {workers['alive']} alive, {workers['healthy']} healthy",
     ]
+    outbox = status.get("outbox", {})
+    if "unrelayed" in outbox:
+        lines.insert(
+            2,
+            f"outbox: {outbox['unrelayed']} not yet relayed (oldest "
+            f"{outbox['oldest_unrelayed_age_s']:.1f}s)",
+        )
     if "budget" in status:
         lines.append(render_budget(status["budget"]))
     for w in workers["listed"]:

@@ -8,12 +8,14 @@ name, so two queues on one Redis never meet. The Lua scripts take their prefixes
 
 from __future__ import annotations
 
-from arq.constants import (
-    abort_jobs_ss,
-    in_progress_key_prefix,
-    job_key_prefix,
-    result_key_prefix,
-    retry_key_prefix,
+# arq's keys and the wake list are the slim client's (pgpool_client/keys.py): one copy.
+from pgpool_client.keys import (
+    ABORT_SET,
+    IN_PROGRESS_PREFIX,
+    JOB_PREFIX,
+    RESULT_PREFIX,
+    RETRY_PREFIX,
+    wake_key,
 )
 
 __all__ = [
@@ -33,22 +35,10 @@ __all__ = [
     "workers_index_key",
 ]
 
-# arq's keys: <prefix><job id>.
-JOB_PREFIX: str = job_key_prefix  # the payload
-IN_PROGRESS_PREFIX: str = in_progress_key_prefix  # a running job's lease
-RETRY_PREFIX: str = retry_key_prefix  # the try counter
-RESULT_PREFIX: str = result_key_prefix  # the result
-ABORT_SET: str = abort_jobs_ss  # job ids an operator asked to abort (every queue's)
-
 
 def arq_health_key(queue: str) -> str:
     """arq's own health line of the queue's workers."""
     return f"{queue}:health-check"
-
-
-def wake_key(queue: str) -> str:
-    """The list a producer pushes to after enqueueing, to wake an idle consumer."""
-    return f"{queue}:wake"
 
 
 def failures_key(queue: str) -> str:

@@ -43,8 +43,19 @@ def arq_function(spec: JobSpec[Any, Any]) -> Function:
 
     run.__qualname__ = run.__name__ = spec.name
     run.__doc__ = spec.function.__doc__
+    run.job_spec = spec  # type: ignore[attr-defined]  # read by job_specs()
     # arq's protocol names ctx a keyword too; arq itself only ever passes it by position.
     return func(cast(WorkerCoroutine, run), name=spec.name, max_tries=ARQ_MAX_TRIES)
+
+
+def job_specs(functions: Iterable[Function | Any]) -> dict[str, JobSpec[Any, Any]]:
+    """The jobs among a worker's arq functions (those ``arq_function`` made), by name."""
+    found = {}
+    for function in functions:
+        spec = getattr(getattr(function, "coroutine", None), "job_spec", None)
+        if isinstance(spec, JobSpec):
+            found[function.name] = spec
+    return found
 
 
 def arq_functions(specs: Iterable[JobSpec[Any, Any]] = JOBS) -> list[Function]:

@@ -20,9 +20,11 @@ from worker.queue.connection import install_policy, stop_retrying_on_stop
 from worker.runtime.breaker import PostgresBreaker
 from worker.runtime.consumer import Consumer, running_worker
 from worker.runtime.execution import RUNTIME_KEY, Runtime
+from worker.runtime.functions import job_specs
 from worker.runtime.leases import LeaseKeeper
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.operations import Operations, start_operations
+from worker.runtime.relay import OutboxRelay
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,8 @@ POOL_CLOSE_TIMEOUT = 10.0
 @dataclass
 class Services:
     """What runs beside the jobs from startup to shutdown: the background tasks (lease renewal, dead
-    letters, connection budget, breaker), the consumer, and the endpoint with the health record."""
+    letters, connection budget, breaker, outbox relay), the consumer, and the endpoint with the
+    health record."""
 
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumer: Consumer | None = None
@@ -94,6 +97,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     services.tasks.append(asyncio.create_task(breaker.run()))
     ctx[RUNTIME_KEY], ctx[SERVICES_KEY] = rt, services
     worker = running_worker(ctx)
+    # The outbox relay: committed job_outbox rows of this queue to Redis (worker/runtime/relay.py),
+    # checked against the jobs this worker runs.
+    specs = job_specs(worker.functions.values()) if worker is not None else JOBS_BY_NAME
+    relay = OutboxRelay(config, pool, redis, specs, metrics)
+    services.tasks.append(asyncio.create_task(relay.run()))
     if worker is not None:  # always, under arq; absent only when a test calls startup() itself
         consumer = services.consumer = Consumer(
             worker, config.job_lease, config.poll_delay, metrics, breaker

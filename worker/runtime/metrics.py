@@ -151,6 +151,11 @@ class JobCollector(Collector):
             "Time a job waited for a pool connection.",
             m.acquire_wait,
         )
+        yield _histogram(
+            "worker_outbox_relay_lag_seconds",
+            "Time from an outbox row's insert to its relay to Redis.",
+            m.outbox_relay_lag,
+        )
 
 
 def _histogram(name: str, documentation: str, spread: Spread) -> HistogramMetricFamily:
@@ -181,6 +186,7 @@ class WorkerMetrics:
         )
         self.queue_wait = Spread(WAIT_BUCKETS)
         self.acquire_wait = Spread(ACQUIRE_BUCKETS)
+        self.outbox_relay_lag = Spread(WAIT_BUCKETS)  # the outbox relay's (worker/runtime/relay.py)
         self._series: dict[str, JobSeries] = {}
         r.register(JobCollector(self))
         self.acquire_timeouts = Counter(
@@ -222,6 +228,21 @@ class WorkerMetrics:
             "worker_postgres_breaker_open",
             "1 while PostgreSQL is unreachable and the worker claims no jobs (worker/runtime/breaker.py).",
             registry=r,
+        )
+        # The outbox relay (worker/runtime/relay.py).
+        self.outbox_depth = Gauge(
+            "worker_outbox_unrelayed", "Outbox rows of the queue not yet relayed.", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "worker_outbox_oldest_unrelayed_age_seconds",
+            "How long the oldest outbox row not yet relayed has waited (0: none).",
+            registry=r,
+        )
+        self.outbox_relayed = Counter(
+            "worker_outbox_relayed", "Outbox rows this worker moved to Redis.", registry=r
+        )
+        self.outbox_relay_errors = Counter(
+            "worker_outbox_relay_errors", "Relay rounds that failed (and were retried).", registry=r
         )
         self.last_acquire = 0.0  # time.monotonic() of the last successful acquire
 
@@ -270,6 +291,11 @@ class WorkerMetrics:
             self.queue_jobs.labels("due").set(queue.due)
             self.queue_jobs.labels("scheduled").set(queue.scheduled)
             self.oldest_due_age.set(queue.oldest_due_age)
+
+    def set_outbox(self, unrelayed: int, oldest_age: float) -> None:
+        """The outbox gauges, as the relay last read them."""
+        self.outbox_depth.set(unrelayed)
+        self.outbox_oldest_age.set(oldest_age)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

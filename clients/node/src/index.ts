@@ -1,0 +1,31 @@
+// pgpool-worker-client: enqueue jobs on the pgpool worker's queue from Node.js.
+
+export {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_QUEUE,
+  DEFAULT_URL,
+  JobClient,
+  newJobId,
+  type ConnectOptions,
+} from "./client.js";
+export {
+  DuplicateJob,
+  InvalidJobArguments,
+  InvalidRedisUrl,
+  JobFailed,
+  RedisUnavailable,
+  ResultNotFound,
+  ResultTimeout,
+  UnknownJob,
+  WorkerError,
+  maskUrl,
+} from "./errors.js";
+export {
+  Job,
+  type EnqueueManyOptions,
+  type EnqueueOptions,
+  type JobStatus,
+  type ResultOptions,
+} from "./job.js";
+export * from "./jobs.js";
+export { checkArguments, type JsonSchema } from "./validate.js";

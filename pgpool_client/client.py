@@ -1,0 +1,141 @@
+"""The typed client: validates a job's arguments against its contract, enqueues it in the queue's
+wire format (one round trip), and hands back a ``JobHandle`` for its status, result and abort."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from pgpool_client.config import ClientConfig
+from pgpool_client.contracts import JobContract, wire_arguments
+from pgpool_client.enqueue import enqueue_many, enqueue_payload
+from pgpool_client.errors import DuplicateJob, RedisUnavailable, UnknownJob
+from pgpool_client.handle import EnqueueOptions, JobHandle, defer_ms
+from pgpool_client.jobs import CONTRACTS, JobMethods
+from pgpool_client.masking import mask_url
+
+ADVICE = "Check that Redis runs there, or fix REDIS_URL (or the client's redis_url argument)."
+
+
+class Client(JobMethods):
+    """Enqueue jobs on the worker's queue: ``async with Client.connect() as client``; one typed
+    method per job (``await client.get_user(42)``), or ``enqueue("get_user", user_id=42)``."""
+
+    def __init__(self, redis: Redis, queue_name: str, read_retries: int = 2) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+        self.read_retries = read_retries
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        config: ClientConfig | None = None,
+        *,
+        redis_url: str | None = None,
+        queue_name: str | None = None,
+    ) -> AsyncIterator[Client]:
+        """Connect (``config``, else ``redis_url`` / ``queue_name``, else REDIS_URL / QUEUE_NAME,
+        else the defaults); raises RedisUnavailable when Redis has not answered a PING within the
+        connect timeout. The connection is closed on exit."""
+        config = config or ClientConfig.resolve(redis_url, queue_name)
+        redis = await connect_redis(config)
+        try:
+            yield cls(redis, config.queue_name, config.read_retries)
+        finally:
+            await redis.aclose()
+
+    def contracts(self) -> Mapping[str, JobContract]:
+        """The jobs this client enqueues, by name (generated from the worker's registry)."""
+        return CONTRACTS
+
+    def _contract(self, name: str) -> JobContract:
+        contracts = self.contracts()
+        contract = contracts.get(name)
+        if contract is None:
+            raise UnknownJob(name=name, known=", ".join(sorted(contracts)))
+        return contract
+
+    async def enqueue(
+        self, name: str, /, *args: Any, options: EnqueueOptions | None = None, **kwargs: Any
+    ) -> JobHandle[Any]:
+        """Validate the arguments against the job's model, then enqueue it; returns its handle.
+        Raises DuplicateJob when ``options["job_id"]`` is queued, running or has a kept result.
+        Not retried: a lost reply would make a retry refuse the job it had just enqueued."""
+        contract = self._contract(name)
+        params = wire_arguments(contract.parse(args, kwargs))
+        opts = options or {}
+        unknown = set(opts) - set(EnqueueOptions.__annotations__)
+        if unknown:
+            raise ValueError(
+                f"unknown enqueue option(s) {sorted(unknown)}; options are "
+                f"{sorted(EnqueueOptions.__annotations__)} (job arguments go by name)"
+            )
+        job_id = opts.get("job_id") or uuid4().hex
+        job = {"f": name, "a": [], "k": params}
+        if not await enqueue_payload(self.redis, self.queue_name, job_id, job, defer_ms(opts)):
+            raise DuplicateJob(job_id=job_id)
+        return self._handle(job_id, contract)
+
+    async def enqueue_many(
+        self,
+        name: str,
+        arguments: Iterable[Mapping[str, Any]],
+        *,
+        job_ids: Sequence[str] | None = None,
+        chunk: int = 1000,
+    ) -> list[JobHandle[Any] | None]:
+        """Enqueue many jobs of one kind, ``chunk`` per round trip.
+
+        Every argument set is validated before anything is sent, so bad input enqueues nothing.
+        Duplicate job ids are refused as with ``enqueue``: their entry in the answer is None.
+        """
+        contract = self._contract(name)
+        jobs = []
+        for index, kwargs in enumerate(arguments):
+            params = wire_arguments(contract.parse((), kwargs))
+            job_id = job_ids[index] if job_ids is not None else uuid4().hex
+            jobs.append((job_id, {"f": name, "a": [], "k": params}))
+        if job_ids is not None and len(job_ids) != len(jobs):
+            raise ValueError(f"{len(job_ids)} job ids for {len(jobs)} jobs")
+        added = await enqueue_many(self.redis, self.queue_name, jobs, chunk)
+        return [
+            self._handle(job_id, contract) if ok else None
+            for (job_id, _), ok in zip(jobs, added, strict=True)
+        ]
+
+    def _handle(self, job_id: str, contract: JobContract | None) -> JobHandle[Any]:
+        return JobHandle(self.redis, job_id, self.queue_name, contract, self.read_retries)
+
+    def handle(self, job_id: str, name: str | None = None) -> JobHandle[Any]:
+        """A handle on a job enqueued earlier (by anyone), to read its status and result; with
+        the job's ``name``, its result is parsed into the job's result model."""
+        return self._handle(job_id, None if name is None else self._contract(name))
+
+
+async def connect_redis(config: ClientConfig) -> Redis:
+    """A Redis client for ``config`` that has answered a PING within the connect timeout; raises
+    RedisUnavailable (the URL's password masked) when it has not."""
+    redis: Redis = Redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=config.connect_timeout,
+        socket_timeout=config.command_timeout,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            await redis.ping()
+    except (OSError, RedisError, TimeoutError) as exc:
+        await redis.aclose()
+        text = str(exc).rstrip(".") or f"no answer within {config.connect_timeout:g} s"
+        raise RedisUnavailable(
+            url=mask_url(config.redis_url), reason=f"{type(exc).__name__}: {text}.", advice=ADVICE
+        ) from None
+    return redis
