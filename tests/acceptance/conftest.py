@@ -137,3 +137,21 @@ def bench_database() -> Iterator[str]:
     name = f"bench_smoke_{uuid.uuid4().hex[:10]}"
     yield with_database(ADMIN_URL, name)
     asyncio.run(_drop_databases(name))
+
+
+def run_checked(
+    *argv: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> str:
+    """Run a command to completion within ``timeout`` s; its stdout, or a failure that shows its
+    output (wheel builds and installs, commands of an installed package)."""
+    done = subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout

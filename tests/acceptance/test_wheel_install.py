@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.acceptance.conftest import run_checked
 from tests.conftest import ADMIN_URL, REDIS_URL
 from worker.db.pool import with_database
 
@@ -40,18 +41,8 @@ TIMEOUT = 120
 
 
 def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    """Run a command to completion; its stdout, or a failure that shows its output."""
-    done = subprocess.run(
-        [str(a) for a in argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    """Run a command to completion; its stdout (a failure shows its output)."""
+    return run_checked(*argv, cwd=cwd, env=env, timeout=TIMEOUT)
 
 
 class Installed:
