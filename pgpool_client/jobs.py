@@ -6,6 +6,7 @@ tests/unit/test_client_contracts.py fails when this file and the registry differ
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any, Literal, Unpack
 
@@ -53,9 +54,10 @@ CONTRACTS: dict[str, JobContract] = {
 }
 
 
-class JobMethods:
+class JobMethods(ABC):
     """One typed method per job of the registry, each over ``enqueue`` (the Client's)."""
 
+    @abstractmethod
     async def enqueue(
         self,
         name: str,
@@ -65,7 +67,6 @@ class JobMethods:
         **kwargs: Any,
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` (pgpool_client.client.Client.enqueue)."""
-        raise NotImplementedError
 
     async def get_user(
         self,

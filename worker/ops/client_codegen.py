@@ -34,9 +34,10 @@ CONTRACTS: dict[str, JobContract] = {{
 {contracts}}}
 
 
-class JobMethods:
+class JobMethods(ABC):
     """One typed method per job of the registry, each over ``enqueue`` (the Client's)."""
 
+    @abstractmethod
     async def enqueue(
         self,
         name: str,
@@ -46,7 +47,6 @@ class JobMethods:
         **kwargs: Any,
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` (pgpool_client.client.Client.enqueue)."""
-        raise NotImplementedError
 '''
 
 
@@ -134,13 +134,17 @@ def generate() -> str:
             f'        "{spec.name}",\n        {spec.args_model.__name__},\n        {result},\n'
             "    ),\n"
         )
-    imports = ("from datetime import datetime\n" if r.datetime else "") + (
-        f"from typing import {', '.join(sorted(r.typing))}\n\n"
-        "from pgpool_client.contracts import JobContract\n"
-        "from pgpool_client.handle import EnqueueOptions, JobHandle\n"
-        "from pgpool_client.models import (\n"
-        + "".join(f"    {name},\n" for name in sorted(r.models, key=lambda n: (n.lower(), n)))
-        + ")"
+    imports = (
+        "from abc import ABC, abstractmethod\n"
+        + ("from datetime import datetime\n" if r.datetime else "")
+        + (
+            f"from typing import {', '.join(sorted(r.typing))}\n\n"
+            "from pgpool_client.contracts import JobContract\n"
+            "from pgpool_client.handle import EnqueueOptions, JobHandle\n"
+            "from pgpool_client.models import (\n"
+            + "".join(f"    {name},\n" for name in sorted(r.models, key=lambda n: (n.lower(), n)))
+            + ")"
+        )
     )
     return HEADER.format(imports=imports, contracts=contracts) + methods
 
