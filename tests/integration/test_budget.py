@@ -245,7 +245,8 @@ async def test_the_keeper_refreshes_the_registration(config: Config, arq_redis: 
         await arq_redis.pexpire(key, 1000)
         await keeper.refresh()
         [reg] = await fleet(arq_redis, config.queue_name)
-        assert reg.pool_open == pool.get_size() >= 6
+        # The refresh counted the open pool; the relay may open one more right after it.
+        assert 6 <= reg.pool_open <= pool.get_size()
         assert await arq_redis.pttl(key) > 1000
         for conn in held:
             await pool.release(conn)
