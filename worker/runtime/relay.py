@@ -231,8 +231,12 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001  (polling goes on meanwhile)
             logger.warning("outbox relay cannot LISTEN (%s); polling", type(exc).__name__)
             return
-        conn.add_termination_listener(self._listener_lost)
-        await conn.add_listener(outbox.CHANNEL, self._notified)
+        try:
+            conn.add_termination_listener(self._listener_lost)
+            await conn.add_listener(outbox.CHANNEL, self._notified)
+        except BaseException:  # cancelled (shutdown) or refused: never leave it open
+            conn.terminate()
+            raise
         self._listener = conn
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
