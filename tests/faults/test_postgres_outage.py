@@ -19,6 +19,7 @@ from arq.jobs import Job
 
 from tests.faults.conftest import Counters, Spawn, url_via, wait_until
 from tests.faults.proxy import Proxy, _free_port
+from tests.faults.test_database_faults import effects_total
 from worker.config import Config
 from worker.queue.health import read_workers
 
@@ -57,11 +58,6 @@ async def enqueue(arq_redis: ArqRedis, prefix: str, count: int) -> tuple[list[st
         *(arq_redis.enqueue_job("fault_write", key=key, hold=0.02) for key in keys)
     )
     return keys, [j for j in jobs if j is not None]
-
-
-async def effects_total(pool: Pool) -> int:
-    count: int = await pool.fetchval("SELECT count(*) FROM fault_effects")
-    return count
 
 
 async def test_f18_a_postgres_outage_many_times_the_retry_budget_loses_and_dead_letters_nothing(
