@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install test-deps browser screenshot check-services setup run test test-faults client-jobs client-wheel bench bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults client-jobs client-wheel bench bench-producers bench-flow bench-adaptive bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,15 @@ test-faults: install  ## only the fault suite (F1-F16): worker processes under c
 
 bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~9 min): docs/performance.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-producers: check-services  ## only the producers: outbox commit->start and relay, the TS and slim clients (~2 min)
+	$(BIN)/python -m bench --only producers $(BENCH_ARGS)
+
+bench-flow: check-services  ## flow control's cost: a limit never binding, 100,000 blocked jobs, priorities, vs none (~4 min)
+	$(BIN)/python -m bench.flow $(BENCH_ARGS)
+
+bench-adaptive: check-services  ## WORKER_MAX_JOBS=auto vs a fixed 10..200 on the DB job and on a slowed database (~3 min)
+	$(BIN)/python -m bench.adaptive $(BENCH_ARGS)
 
 bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queue depth, table size (~5 min)
 	$(BIN)/python -m bench.growth $(BENCH_ARGS)

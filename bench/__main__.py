@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import growth_report, report
+from bench import adaptive_report, flow_report, growth_report, producers_report, report
 from bench.common import ROOT, delete_tagged, out, run_meta, run_tag, say
 from bench.database import prepare
 from bench.options import Options
@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure nothing: write the report again from bench/results/latest.json (and "
         "growth.json)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["producers"],
+        help="measure only these (producers: the outbox, the TypeScript and slim Python clients; "
+        "writes bench/results/producers.json and the report's Producers section)",
     )
     parser.add_argument("--users", type=int, help="users in the bench table (default 100,000)")
     parser.add_argument("--jobs", type=int, help="jobs per drain (default 4,000; quick 300)")
@@ -78,6 +84,8 @@ def options(args: argparse.Namespace, workdir: Path) -> Options:
         enqueue_jobs=300 if quick else 4_000,
         workdir=workdir,
         output=args.output,
+        relay_rows=1_000 if quick else 20_000,
+        node_jobs=1_000 if quick else 50_000,
     )
 
 
@@ -112,7 +120,7 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-async def run(opts: Options) -> dict[str, Any]:
+async def run(opts: Options, only: str | None = None) -> dict[str, Any]:
     started = datetime.now(UTC)
     t0 = asyncio.get_running_loop().time()
     git, digest = git_description(), source_digest()
@@ -122,7 +130,7 @@ async def run(opts: Options) -> dict[str, Any]:
     try:
         info = await redis.info("server")
         target = Target(opts, db, redis)
-        steps = plan(target)
+        steps = plan(target, only)
         say(f"{len(steps)} measurements x {opts.rounds} round(s), {opts.jobs:,} jobs per drain")
         results = await execute(target, steps, opts.rounds)
     finally:
@@ -154,9 +162,11 @@ async def run(opts: Options) -> dict[str, Any]:
             "latency_seconds": opts.latency_seconds,
             "idle_seconds": opts.idle_seconds,
             "enqueue_jobs": opts.enqueue_jobs,
+            "relay_rows": opts.relay_rows,
+            "node_jobs": opts.node_jobs,
         },
         "measurements": entries,
-        "ratios": report.ratios(entries, opts.concurrencies),
+        "ratios": report.ratios(entries, opts.concurrencies) if only is None else {},
     }
 
 
@@ -170,27 +180,46 @@ def growth_section(output: Path | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    results = args.output if args.output is not None else ROOT / "bench/results"
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         opts = options(args, Path(scratch))
         if (
             args.report_only
         ):  # the last run's numbers, written out again (the report's code changed)
             data = json.loads((ROOT / "bench/results/latest.json").read_text())
+            producers = _last_producers(ROOT / "bench/results/producers.json")
+        elif args.only == "producers":  # the rest of the page: the last full run's
+            producers = producers_report.split(asyncio.run(run(opts, args.only)))
+            data = json.loads((ROOT / "bench/results/latest.json").read_text())
         else:
             data = asyncio.run(run(opts))
+            producers = producers_report.split(data)
     if opts.output is not None:
         md_path, png_path = opts.output / "performance.md", opts.output / "performance.png"
         json_path = opts.output / "latest.json"
     else:
         md_path, png_path = ROOT / "docs/performance.md", ROOT / "docs/performance.png"
         json_path = ROOT / "bench/results/latest.json"
-    report.write_json(data, json_path)
-    report.plot(data, png_path)
+    if args.only is None:
+        report.write_json(data, json_path)
+        report.plot(data, png_path)
+    if producers is not None:
+        report.write_json(producers, results / "producers.json")
+    section = producers_report.markdown(producers) if producers is not None else ""
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(report.markdown(data, png_path.name, growth_section(opts.output)))
-    out(report.console_summary(data))
-    out(f"\nwrote {md_path}, {png_path} and {json_path}\n")
+    kept = growth_section(opts.output) + flow_report.last_section(opts.output)
+    kept += adaptive_report.last_section(opts.output)
+    md_path.write_text(report.markdown(data, png_path.name, kept, section))
+    if args.only is None:
+        out(report.console_summary(data))
+    if producers is not None:
+        out(producers_report.console(producers))
+    out(f"\nwrote {md_path}" + ("" if args.only else f", {png_path} and {json_path}") + "\n")
     return 0
+
+
+def _last_producers(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 if __name__ == "__main__":

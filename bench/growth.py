@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import growth_report, report
+from bench import flow_report, growth_report, report
 from bench.common import (
     ROOT,
     decode_json,
@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         latest = ROOT / "bench/results/latest.json"
         written = ROOT / "docs/performance.md"
         main_data = json.loads(latest.read_text())
-        written.write_text(report.markdown(main_data, "performance.png", section))
+        flow = flow_report.last_section(None)  # make bench-flow's section stays
+        written.write_text(report.markdown(main_data, "performance.png", section + flow))
     out(growth_report.console_summary(data))
     out(f"\nwrote {json_path}, {png_path} and {written}\n")
     return 0

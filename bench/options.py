@@ -43,6 +43,8 @@ class Options:
     enqueue_jobs: int  # one by one and gathered; bulk enqueues BULK_FACTOR times as many
     workdir: Path
     output: Path | None
+    relay_rows: int = 20_000  # outbox rows committed at once for the relay's throughput
+    node_jobs: int = 50_000  # jobs of the TypeScript client's bulk enqueue
 
 
 def default_urls() -> tuple[str, str]:

@@ -524,8 +524,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(data: dict[str, Any], image: str, growth: str = "") -> str:
-    """The whole page; ``growth`` is the "How cost grows" section (bench/growth_report.py)."""
+def markdown(data: dict[str, Any], image: str, growth: str = "", producers: str = "") -> str:
+    """The whole page; ``growth`` is the "How cost grows" section (bench/growth_report.py),
+    ``producers`` the "Producers" one (bench/producers_report.py)."""
     meta = data["meta"]
     changed = (
         "\n**Warning: the worker's code (worker/, jobs/) changed while this run was going on; its "
@@ -589,7 +590,7 @@ database, sampled every 0.1 s) over the drains.
 worker running.
 
 {enqueue_table(data)}
-## The database's limit, without any queue
+{producers}## The database's limit, without any queue
 
 {limit_table(data)}
 {growth}## Method

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from bench import probes
+from bench import probes, producers
 from bench.common import delete_tagged, median, new_tag, say
 from bench.options import BULK_FACTOR, JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
 from bench.systems import BenchError, Target, drain
@@ -32,9 +32,44 @@ def _drain_estimate(target: Target, system: str, concurrency: int) -> float:
     return n / 1000 + (n / 3000 if system == "saq" else 0) + 3
 
 
-def plan(target: Target) -> list[Step]:
-    """The measurements of one round, configurations of one concurrency side by side."""
+def producer_steps(target: Target) -> list[Step]:
+    """The producers' measurements (``--only producers``): bench/producers.py."""
     opts = target.opts
+    rate = opts.latency_rate
+    return [
+        Step(
+            "producers:commit-start",
+            f"outbox commit->start @{rate:g}/s",
+            opts.latency_seconds + 5,
+            partial(producers.commit_to_start, target),
+        ),
+        Step(
+            "producers:relay",
+            f"outbox relay {opts.relay_rows:,} rows",
+            opts.relay_rows / 10_000 + 5,
+            partial(producers.relay_rate, target),
+        ),
+        Step(
+            "producers:node-bulk",
+            f"TypeScript enqueueMany {opts.node_jobs:,}",
+            opts.node_jobs / 30_000 + 2,
+            partial(producers.node_bulk, target),
+        ),
+        Step(
+            "producers:python-bulk",
+            "slim vs worker enqueue_many",
+            2 * opts.enqueue_jobs * BULK_FACTOR / 50_000 + 1,
+            partial(producers.python_bulk, target),
+        ),
+    ]
+
+
+def plan(target: Target, only: str | None = None) -> list[Step]:
+    """The measurements of one round, configurations of one concurrency side by side (``only``
+    "producers": only bench/producers.py's)."""
+    opts = target.opts
+    if only == "producers":
+        return producer_steps(target)
     steps: list[Step] = []
     for c in opts.concurrencies:
         steps.append(
@@ -101,7 +136,7 @@ def plan(target: Target) -> list[Step]:
                     partial(probes.enqueue_rate, target, system, mode),
                 )
             )
-    return steps
+    return steps + producer_steps(target)
 
 
 def headline(key: str, metrics: dict[str, Any]) -> str:
@@ -111,6 +146,11 @@ def headline(key: str, metrics: dict[str, Any]) -> str:
     kind = key.split(":")[0]
     if "qps" in metrics:
         return f"{metrics['qps']:,.0f} q/s"
+    if key == "producers:commit-start":
+        p50, p95 = metrics.get("p50_ms"), metrics.get("p95_ms")
+        return "no latency" if p50 is None or p95 is None else f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+    if key == "producers:python-bulk":
+        return f"slim/worker {metrics['slim_over_worker']:.2f}"
     if kind not in ("latency", "idle"):  # drains and enqueues, and every growth sweep's point
         rate = metrics.get("jobs_per_s")
         return "no rate" if rate is None else f"{rate:,.0f} jobs/s"

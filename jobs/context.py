@@ -28,7 +28,10 @@ class Resources:
     """What jobs may use: the worker's one asyncpg pool and how long to wait for a connection.
 
     ``on_acquire``, when set, is called after each acquire with the seconds waited and whether a
-    connection came (the worker's metrics; jobs know nothing of them)."""
+    connection came (the worker's metrics; jobs know nothing of them). ``on_release``, when set, is
+    called after each release with the seconds waited for the connection and the seconds it was
+    held, and after a timed-out acquire with the seconds waited and 0 (the adaptive concurrency
+    limiter's samples under WORKER_MAX_JOBS=auto)."""
 
     pool: asyncpg.Pool[asyncpg.Record]
     acquire_timeout: float
@@ -37,6 +40,7 @@ class Resources:
     # idle in transaction). None: the pool's connections already have them.
     transaction_timeouts: tuple[int, int, int] | None = None
     on_acquire: Callable[[float, bool], None] | None = None
+    on_release: Callable[[float, float], None] | None = None
 
 
 def resources(ctx: JobContext) -> Resources:
@@ -66,21 +70,28 @@ async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
     left = remaining(ctx)
     if left is not None:
         timeout = max(min(timeout, left), 0.001)
-    hook = res.on_acquire
-    started = time.perf_counter() if hook is not None else 0.0
+    hook, released = res.on_acquire, res.on_release
+    timed = hook is not None or released is not None
+    started = time.perf_counter() if timed else 0.0
     try:
         async with asyncio.timeout(timeout):  # not acquire(timeout=): that wraps it in a task
             conn = await res.pool.acquire()
     except TimeoutError as exc:
+        waited = time.perf_counter() - started
         if hook is not None:
-            hook(time.perf_counter() - started, False)
+            hook(waited, False)
+        if released is not None:
+            released(waited, 0.0)
         raise PoolAcquireTimeout(timeout=timeout, max_size=res.pool.get_max_size()) from exc
+    acquired = time.perf_counter() if timed else 0.0
     if hook is not None:
-        hook(time.perf_counter() - started, True)
+        hook(acquired - started, True)
     try:
         yield conn
     finally:
         await res.pool.release(conn)
+        if released is not None:
+            released(acquired - started, time.perf_counter() - acquired)
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from jobs.models import (
     SearchUsersArgs,
 )
 from pgpool_client.contracts import describe, parse_arguments, secret_fields
+from pgpool_client.flow import Concurrency, Flow, check_flow_keys
 
 __all__ = ["JOBS", "JOBS_BY_NAME", "JobSpec", "describe"]
 
@@ -37,6 +38,11 @@ class JobSpec(Generic[A, R]):
     writes: bool = False
     max_tries: int | None = None  # None: MAX_TRIES
     timeout: float | None = None  # None: JOB_TIMEOUT
+    flow: Flow | None = None  # limits, rates, fairness, priority (docs/flow-control.md)
+
+    def __post_init__(self) -> None:
+        if self.flow is not None:
+            check_flow_keys(self.name, self.flow, self.args_model)
 
     def parse(
         self,
@@ -66,16 +72,21 @@ class JobSpec(Generic[A, R]):
         return None if result is None else result.model_dump(mode="json")
 
 
+# Scans of the whole table: at most 20 at once in the fleet, whichever of them it is.
+HEAVY_DB = Concurrency("heavy-db", max=20)
+
 JOBS: tuple[JobSpec[Any, Any], ...] = (
     JobSpec("get_user", users.get_user, GetUserArgs),
     JobSpec("list_users", users.list_users, ListUsersArgs),
-    JobSpec("search_users", users.search_users, SearchUsersArgs),
-    JobSpec("count_users", users.count_users, CountUsersArgs),
+    JobSpec("search_users", users.search_users, SearchUsersArgs, flow=Flow((HEAVY_DB,))),
+    JobSpec("count_users", users.count_users, CountUsersArgs, flow=Flow((HEAVY_DB,))),
     JobSpec(
         "deactivate_inactive_users",
         users.deactivate_inactive_users,
         DeactivateInactiveArgs,
         writes=True,
+        # One at a time in the whole fleet: two would update the same rows.
+        flow=Flow((Concurrency("deactivate-users", max=1),)),
     ),
 )
 JOBS_BY_NAME: dict[str, JobSpec[Any, Any]] = {spec.name: spec for spec in JOBS}

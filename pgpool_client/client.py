@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -16,6 +17,7 @@ from pgpool_client.config import ClientConfig
 from pgpool_client.contracts import JobContract, wire_arguments
 from pgpool_client.enqueue import enqueue_many, enqueue_payload
 from pgpool_client.errors import DuplicateJob, RedisUnavailable, UnknownJob
+from pgpool_client.flow import render
 from pgpool_client.handle import EnqueueOptions, JobHandle, defer_ms
 from pgpool_client.jobs import CONTRACTS, JobMethods
 from pgpool_client.masking import mask_url
@@ -69,7 +71,7 @@ class Client(JobMethods):
         Raises DuplicateJob when ``options["job_id"]`` is queued, running or has a kept result.
         Not retried: a lost reply would make a retry refuse the job it had just enqueued."""
         contract = self._contract(name)
-        params = wire_arguments(contract.parse(args, kwargs))
+        parsed = contract.parse(args, kwargs)
         opts = options or {}
         unknown = set(opts) - set(EnqueueOptions.__annotations__)
         if unknown:
@@ -78,7 +80,7 @@ class Client(JobMethods):
                 f"{sorted(EnqueueOptions.__annotations__)} (job arguments go by name)"
             )
         job_id = opts.get("job_id") or uuid4().hex
-        job = {"f": name, "a": [], "k": params}
+        job = payload_of(contract, parsed, opts.get("priority"))
         if not await enqueue_payload(self.redis, self.queue_name, job_id, job, defer_ms(opts)):
             raise DuplicateJob(job_id=job_id)
         return self._handle(job_id, contract)
@@ -90,18 +92,19 @@ class Client(JobMethods):
         *,
         job_ids: Sequence[str] | None = None,
         chunk: int = 1000,
+        priority: int | None = None,
     ) -> list[JobHandle[Any] | None]:
         """Enqueue many jobs of one kind, ``chunk`` per round trip.
 
         Every argument set is validated before anything is sent, so bad input enqueues nothing.
         Duplicate job ids are refused as with ``enqueue``: their entry in the answer is None.
+        ``priority`` (0-9) overrides the job's declared one for all of them.
         """
         contract = self._contract(name)
         jobs = []
         for index, kwargs in enumerate(arguments):
-            params = wire_arguments(contract.parse((), kwargs))
-            job_id = job_ids[index] if job_ids is not None else uuid4().hex
-            jobs.append((job_id, {"f": name, "a": [], "k": params}))
+            job = payload_of(contract, contract.parse((), kwargs), priority)
+            jobs.append((job_ids[index] if job_ids is not None else uuid4().hex, job))
         if job_ids is not None and len(job_ids) != len(jobs):
             raise ValueError(f"{len(job_ids)} job ids for {len(jobs)} jobs")
         added = await enqueue_many(self.redis, self.queue_name, jobs, chunk)
@@ -117,6 +120,16 @@ class Client(JobMethods):
         """A handle on a job enqueued earlier (by anyone), to read its status and result; with
         the job's ``name``, its result is parsed into the job's result model."""
         return self._handle(job_id, None if name is None else self._contract(name))
+
+
+def payload_of(contract: JobContract, params: BaseModel, priority: int | None) -> dict[str, Any]:
+    """A job's payload (before its enqueue time): its name, its arguments as JSON and, when it
+    declares any or ``priority`` is given, its flow control rendered from the arguments."""
+    job: dict[str, Any] = {"f": contract.name, "a": [], "k": wire_arguments(params)}
+    flow = render(contract.flow, params, priority)
+    if flow:
+        job["flow"] = flow
+    return job
 
 
 async def connect_redis(config: ClientConfig) -> Redis:

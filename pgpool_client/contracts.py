@@ -11,6 +11,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from pgpool_client.errors import InvalidJobArguments
+from pgpool_client.flow import Flow
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +24,7 @@ class JobContract:
     name: str
     args_model: type[BaseModel]
     result_type: Any
+    flow: Flow | None = None  # its limits, fairness key and default priority (flow.py)
 
     @cached_property
     def result_adapter(self) -> TypeAdapter[Any]:

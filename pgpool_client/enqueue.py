@@ -11,14 +11,68 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from pgpool_client import codec
-from pgpool_client.keys import EXPIRES_EXTRA_MS, JOB_PREFIX, RESULT_PREFIX, wake_key
+from pgpool_client.flow import MAX_PRIORITY
+from pgpool_client.keys import (
+    BLOCKED_INFIX,
+    BLOCKED_SCORE,
+    EXPIRES_EXTRA_MS,
+    FLOW_PREFIX,
+    JOB_PREFIX,
+    LANE_HEAD_INFIX,
+    PRIORITY_SPAN,
+    RESULT_PREFIX,
+    wake_key,
+)
 
-ENQUEUE_SCRIPT = """
+# A lane whose head left the queue without a claim (a plain arq worker ran it) is looked at again
+# after this long (ms): its next job then joins the queue.
+LANE_RECHECK_MS = 5000
+
+# Puts a new job in the queue at its score: a job of priority 1..9 also in the priority set; a job
+# with a fairness key whose lane already has a job in the queue waits in the lane instead (docs/
+# flow-control.md). ARGV: the payload's TTL (ms), now (ms).
+PLACE = f"""
+local function place(queue, id, score, p, fair, ttl, now)
+  if fair ~= '' then
+    local head_key = queue .. '{LANE_HEAD_INFIX}' .. fair
+    local head = redis.call('GET', head_key)
+    if head and head ~= id and redis.call('ZSCORE', queue, head) then
+      redis.call('ZADD', queue .. '{BLOCKED_INFIX}l:' .. fair, (9 - p) * {PRIORITY_SPAN} + score, id)
+      redis.call('ZADD', queue, {BLOCKED_SCORE}, id)
+      redis.call('ZADD', queue .. '{FLOW_PREFIX}due', 'NX', now + {LANE_RECHECK_MS}, 'l:' .. fair)
+      return
+    end
+    redis.call('SET', head_key, id, 'PX', ttl)
+  end
+  redis.call('ZADD', queue, score, id)
+  if p > 0 then
+    redis.call('ZADD', queue .. '{FLOW_PREFIX}priority', (9 - p) * {PRIORITY_SPAN} + score, id)
+  end
+end
+"""
+
+# KEYS: the payload, the result, the queue; ARGV: payload, TTL, score, id, priority, fairness key
+# ('' for none), now. 0 when the id is taken.
+ENQUEUE_SCRIPT = (
+    PLACE
+    + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+place(KEYS[3], ARGV[4], tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[6], ARGV[2], tonumber(ARGV[7]))
 return 1
 """
+)
+
+
+def flow_of(job: dict[str, Any]) -> tuple[int, str]:
+    """The (priority, fairness key) a job's payload names in its ``"flow"`` (0, '' for none)."""
+    flow = job.get("flow")
+    if not isinstance(flow, dict):
+        return 0, ""
+    priority, fair = flow.get("priority", 0), flow.get("fair", "")
+    # Anything else the worker refuses as poison at its claim: placed as a plain job until then.
+    valid = type(priority) is int and 0 <= priority <= MAX_PRIORITY
+    return (priority if valid else 0), (fair if isinstance(fair, str) else "")
 
 
 def now_ms() -> int:
@@ -34,8 +88,11 @@ async def enqueue_payload(
     payload = codec.serialize({**job, "t": None, "et": enqueued}).decode()
     keys = (JOB_PREFIX + job_id, RESULT_PREFIX + job_id, queue)
     expires = defer_ms + EXPIRES_EXTRA_MS
+    priority, fair = flow_of(job)
+    args = [payload, str(expires), str(enqueued + defer_ms), job_id, str(priority), fair]
+    args.append(str(enqueued))
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.eval(ENQUEUE_SCRIPT, 3, *keys, payload, str(expires), str(enqueued + defer_ms), job_id)
+        pipe.eval(ENQUEUE_SCRIPT, 3, *keys, *args)
         wake(pipe, queue)
         added = (await pipe.execute())[0]
     return bool(added)
@@ -49,21 +106,31 @@ def wake(pipe: Pipeline, queue: str) -> None:
 
 
 # The same rule for a whole chunk in one call: KEYS[1] = the queue; ARGV[1] = the payloads' TTL in
-# ms, ARGV[2] = the score, then a job id and its payload per job. One 1/0 (added/taken) per job.
-ENQUEUE_MANY_SCRIPT = f"""
+# ms, ARGV[2] = the score (now), then per job: its id, payload, priority and fairness key ('' for
+# none). One 1/0 (added/taken) per job.
+ENQUEUE_MANY_SCRIPT = (
+    PLACE
+    + f"""
 local added = {{}}
-for i = 3, #ARGV, 2 do
+local score = tonumber(ARGV[2])
+for i = 3, #ARGV, 4 do
   local id = ARGV[i]
   if redis.call('EXISTS', '{JOB_PREFIX}' .. id, '{RESULT_PREFIX}' .. id) > 0 then
     added[#added + 1] = 0
   else
     redis.call('PSETEX', '{JOB_PREFIX}' .. id, ARGV[1], ARGV[i + 1])
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    local p, fair = tonumber(ARGV[i + 2]), ARGV[i + 3]
+    if p == 0 and fair == '' then
+      redis.call('ZADD', KEYS[1], score, id)
+    else
+      place(KEYS[1], id, score, p, fair, ARGV[1], score)
+    end
     added[#added + 1] = 1
   end
 end
 return added
 """
+)
 
 
 async def enqueue_many(
@@ -78,7 +145,9 @@ async def enqueue_many(
         enqueued = now_ms()
         args: list[str | bytes] = [expires, str(enqueued)]
         for job_id, job in jobs[start : start + chunk]:
-            args += (job_id, codec.serialize({**job, "t": None, "et": enqueued}))
+            priority, fair = flow_of(job)
+            payload = codec.serialize({**job, "t": None, "et": enqueued})
+            args += (job_id, payload, str(priority), fair)
         async with redis.pipeline(transaction=False) as pipe:
             await script([queue], args, client=pipe)
             wake(pipe, queue)

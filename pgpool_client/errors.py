@@ -22,6 +22,10 @@ class InvalidJobArguments(WorkerError):
     retryable = False
 
 
+class InvalidFlowDeclaration(WorkerError, ValueError):
+    """Invalid flow-control declaration: {details}."""
+
+
 class InvalidClientConfig(WorkerError):
     """Invalid client configuration: {details}."""
 

@@ -17,7 +17,7 @@ from pgpool_client import codec
 from pgpool_client.contracts import JobContract
 from pgpool_client.enqueue import now_ms
 from pgpool_client.errors import JobFailed, ResultNotFound, ResultTimeout
-from pgpool_client.keys import ABORT_SET, IN_PROGRESS_PREFIX, RESULT_PREFIX
+from pgpool_client.keys import ABORT_SET, BLOCKED_SCORE, IN_PROGRESS_PREFIX, RESULT_PREFIX
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,11 +43,13 @@ class JobStatus(StrEnum):
 
 
 class EnqueueOptions(TypedDict, total=False):
-    """How to enqueue: ``job_id`` refuses duplicates; ``defer_by`` / ``defer_until`` delay the start."""
+    """How to enqueue: ``job_id`` refuses duplicates; ``defer_by`` / ``defer_until`` delay the start;
+    ``priority`` orders due jobs."""
 
     job_id: str
     defer_by: float | timedelta
     defer_until: datetime
+    priority: int  # 0-9, higher first (docs/flow-control.md); default: the job's declared one
 
 
 def defer_ms(options: EnqueueOptions) -> int:
@@ -106,7 +108,9 @@ class JobHandle(Generic[T]):
         return f"<JobHandle {self.job_id} on {self.queue_name}>"
 
     async def status(self) -> JobStatus:
-        """deferred, queued, in_progress, complete or not_found."""
+        """deferred, queued, in_progress, complete or not_found. A job waiting on a flow-control
+        gate (a limit, a rate, a pause: docs/flow-control.md) is queued: it runs when the gate
+        lets it, not at a time (a plain arq client, which reads the score, says deferred)."""
 
         async def read() -> list[Any]:
             async with self.redis.pipeline(transaction=True) as tr:
@@ -121,6 +125,8 @@ class JobHandle(Generic[T]):
         if in_progress:
             return JobStatus.in_progress
         if score:
+            if score == BLOCKED_SCORE:
+                return JobStatus.queued
             return JobStatus.deferred if score > now_ms() else JobStatus.queued
         return JobStatus.not_found
 

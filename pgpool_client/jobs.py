@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, Unpack
 
 from pgpool_client.contracts import JobContract
+from pgpool_client.flow import Concurrency, Flow
 from pgpool_client.handle import EnqueueOptions, JobHandle
 from pgpool_client.models import (
     CountUsersArgs,
@@ -40,16 +41,25 @@ CONTRACTS: dict[str, JobContract] = {
         "search_users",
         SearchUsersArgs,
         UserList,
+        flow=Flow(
+            concurrency=(Concurrency("heavy-db", max=20),),
+        ),
     ),
     "count_users": JobContract(
         "count_users",
         CountUsersArgs,
         UserCount,
+        flow=Flow(
+            concurrency=(Concurrency("heavy-db", max=20),),
+        ),
     ),
     "deactivate_inactive_users": JobContract(
         "deactivate_inactive_users",
         DeactivateInactiveArgs,
         DeactivatedUsers,
+        flow=Flow(
+            concurrency=(Concurrency("deactivate-users", max=1),),
+        ),
     ),
 }
 

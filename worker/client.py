@@ -25,8 +25,11 @@ __all__ = ["EnqueueOptions", "JobClient", "JobHandle", "defer_ms", "failure_of"]
 
 @cache
 def contract_of(spec: JobSpec[Any, Any]) -> JobContract:
-    """A registry entry as the client's contract."""
-    return JobContract(spec.name, spec.args_model, get_type_hints(spec.function)["return"])
+    """A registry entry as the client's contract (with its flow declaration, which the client
+    renders into each payload)."""
+    return JobContract(
+        spec.name, spec.args_model, get_type_hints(spec.function)["return"], flow=spec.flow
+    )
 
 
 class JobClient(Client):

@@ -8,10 +8,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.core.cron_schedule import parse_schedule
+from worker.core.cron_schedule import parse_schedule, parse_zone
+from worker.core.schedule_table import parse_schedule_table
 from worker.errors import ConfigError
 
 Seconds = Annotated[float, Field(gt=0)]
+# WORKER_MAX_JOBS=auto: the ceiling when WORKER_MAX_JOBS_MAX is unset, and the pool's default max
+# size (the default WORKER_MAX_JOBS) when PG_POOL_MAX_SIZE is unset.
+AUTO_MAX_JOBS_MAX = 200
+AUTO_POOL_MAX_SIZE = 20
 
 
 class Config(BaseSettings):
@@ -30,7 +35,10 @@ class Config(BaseSettings):
     redis_sentinel_master: Annotated[str, Field(min_length=1)] = "mymaster"
     queue_name: Annotated[str, Field(min_length=1, max_length=200)] = "arq:queue"
 
-    worker_max_jobs: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # A number, or "auto": the adaptive limiter (worker/runtime/adaptive.py) between the bounds.
+    worker_max_jobs: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = 20
+    worker_max_jobs_min: Annotated[int | None, Field(ge=1, le=10_000)] = None
+    worker_max_jobs_max: Annotated[int | None, Field(ge=1, le=10_000)] = None
     pg_pool_min_size: Annotated[int | None, Field(ge=0)] = None
     pg_pool_max_size: Annotated[int | None, Field(ge=1)] = None
     pg_acquire_timeout: Seconds = 5.0
@@ -72,6 +80,10 @@ class Config(BaseSettings):
     outbox_retention: Annotated[float, Field(ge=0)] = 3600.0
 
     cron_deactivate: str = "15 3 * * *"
+    # Named schedules (README "Schedules"): a JSON object, name -> {"job", "cron", "args"}; every
+    # schedule is read in CRON_TIMEZONE (an IANA zone name).
+    cron_schedules: str = ""
+    cron_timezone: str = "UTC"
     deactivate_after_days: Annotated[int, Field(ge=1)] = 90
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -89,6 +101,19 @@ class Config(BaseSettings):
         return _check_url(
             url, ("postgres", "postgresql"), "postgresql://user:password@host:5432/dbname"
         )
+
+    @field_validator("worker_max_jobs", mode="before")
+    @classmethod
+    def _max_jobs(cls, value: object) -> object:
+        """A number of jobs from 1 to 10000, or "auto" (any case): one message for either."""
+        if isinstance(value, str):
+            value = value.strip()
+            if value.lower() == "auto":
+                return "auto"
+            value = int(value) if value.isdigit() else None
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+            raise ValueError("expected a number of jobs from 1 to 10000, or auto")
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -109,12 +134,39 @@ class Config(BaseSettings):
             parse_schedule(expression)
         return expression
 
+    @field_validator("cron_schedules")
+    @classmethod
+    def _cron_schedules(cls, table: str) -> str:
+        parse_schedule_table(table)  # the jobs and their arguments: at start-up (schedule_table)
+        return table
+
+    @field_validator("cron_timezone")
+    @classmethod
+    def _cron_timezone(cls, name: str) -> str:
+        parse_zone(name)
+        return name
+
     @model_validator(mode="after")
     def _pool_bounds(self) -> Config:
         if self.pg_pool_min_size is not None and self.pg_pool_min_size > self.pool_max_size:
             raise ValueError(
                 f"PG_POOL_MIN_SIZE={self.pg_pool_min_size} is larger than the pool's max size "
                 f"{self.pool_max_size}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adaptive_bounds(self) -> Config:
+        bounds = (self.worker_max_jobs_min, self.worker_max_jobs_max)
+        if not self.adaptive_concurrency and bounds != (None, None):
+            raise ValueError(
+                "WORKER_MAX_JOBS_MIN and WORKER_MAX_JOBS_MAX bound WORKER_MAX_JOBS=auto only: "
+                f"set WORKER_MAX_JOBS=auto, or remove them (WORKER_MAX_JOBS={self.worker_max_jobs})"
+            )
+        if self.max_jobs_min > self.max_jobs:
+            raise ValueError(
+                f"WORKER_MAX_JOBS_MIN={self.max_jobs_min} is larger than WORKER_MAX_JOBS_MAX="
+                f"{self.max_jobs}"
             )
         return self
 
@@ -129,9 +181,33 @@ class Config(BaseSettings):
         return self
 
     @property
+    def adaptive_concurrency(self) -> bool:
+        """WORKER_MAX_JOBS=auto: the limiter sets the jobs run at once (worker/runtime/adaptive.py)."""
+        return self.worker_max_jobs == "auto"
+
+    @property
+    def max_jobs(self) -> int:
+        """The most jobs run at once: WORKER_MAX_JOBS, or WORKER_MAX_JOBS_MAX under auto."""
+        if isinstance(self.worker_max_jobs, int):
+            return self.worker_max_jobs
+        return self.worker_max_jobs_max or AUTO_MAX_JOBS_MAX
+
+    @property
+    def max_jobs_min(self) -> int:
+        """The adaptive limit's floor: WORKER_MAX_JOBS_MIN, default 1."""
+        if self.worker_max_jobs_min is not None:
+            return self.worker_max_jobs_min
+        return 1
+
+    @property
     def pool_max_size(self) -> int:
-        """The pool's max size: PG_POOL_MAX_SIZE, or one connection per concurrent job."""
-        return self.pg_pool_max_size or self.worker_max_jobs
+        """The pool's max size: PG_POOL_MAX_SIZE, or one connection per concurrent job (under auto,
+        the default WORKER_MAX_JOBS, 20, at most the ceiling)."""
+        if self.pg_pool_max_size:
+            return self.pg_pool_max_size
+        if isinstance(self.worker_max_jobs, int):
+            return self.worker_max_jobs
+        return min(AUTO_POOL_MAX_SIZE, self.max_jobs)
 
     @property
     def pool_min_size(self) -> int:

@@ -14,21 +14,26 @@ from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 
-from jobs.registry import JOBS, JobSpec
+from worker.runtime import exit_errors
+
+# An error the operator can fix (a bad setting, a bad job declaration, no schema, Redis unreachable)
+# ends the command with one line and exit 2, not a traceback: from the registry's import on.
+exit_errors.install(os.environ.get("LOG_FORMAT", "auto"))
+
+from jobs.registry import JOBS, JobSpec  # after the hook: its declarations are checked at import
 from worker.config import load_config
 from worker.core.logs import arq_log_config
 from worker.queue import codec
 from worker.queue.connection import redis_settings
-from worker.runtime import exit_errors
 from worker.runtime.functions import (
     ARQ_MAX_TRIES,
     arq_function,
     arq_functions,
-    cron_jobs,
     job_names,
     secret_fields,
 )
 from worker.runtime.lifecycle import shutdown, startup
+from worker.runtime.schedules import cron_jobs
 
 # The `arq` command imports this module, then builds its Worker outside any loop, which takes the
 # current loop (`asyncio.get_event_loop()`): a uvloop loop made current here, without the event
@@ -38,9 +43,6 @@ try:
 except RuntimeError:
     asyncio.set_event_loop(uvloop.new_event_loop())
 
-# An error the operator can fix (a bad setting, no schema, Redis unreachable) ends the command with
-# one line and exit 2, not a traceback: from the configuration's loading on.
-exit_errors.install(os.environ.get("LOG_FORMAT", "auto"))
 _config = load_config()
 exit_errors.install(_config.log_format, _config)
 # The `arq` command configures its logger after importing this module: in LOG_FORMAT from its first
@@ -63,7 +65,7 @@ class Settings:
     job_serializer = codec.job_encoder(secret_fields())
     # Never raises: bad payloads and unknown names reach the worker's handlers (dead letters).
     job_deserializer = codec.job_decoder(job_names(_functions, _crons))
-    max_jobs = _config.worker_max_jobs
+    max_jobs = _config.max_jobs  # under WORKER_MAX_JOBS=auto, the ceiling (WORKER_MAX_JOBS_MAX)
     # The policy's own deadline (JOB_TIMEOUT) fires first; arq's is a backstop.
     job_timeout = _config.job_timeout + 5
     max_tries = ARQ_MAX_TRIES

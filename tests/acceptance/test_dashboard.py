@@ -9,6 +9,7 @@ screenshot goes to the test's temporary directory, or to DASHBOARD_SCREENSHOT wh
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.acceptance.conftest import ROOT, free_port, http_json, worker_env
+from tests.acceptance.conftest import ROOT, free_port, http_json, worker_cli, worker_env
 from tests.faults.conftest import Counters, Spawn, wait_until
 from worker.config import Config
 
@@ -172,3 +173,40 @@ async def test_dashboard_shows_queue_workers_jobs_failures_and_dead_letters(
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
     await asyncio.to_thread(browser.save_screenshot, str(target))
     assert (await asyncio.to_thread(target.read_bytes)).startswith(b"\x89PNG")
+
+
+async def test_dashboard_shows_the_outbox_as_status_does(
+    spawn: Spawn,
+    config: Config,
+    pool: asyncpg.Pool[asyncpg.Record],
+    dashboard: str,
+    browser: WebDriver,
+) -> None:
+    # A row committed with no worker running: not yet relayed, and ageing.
+    job_id = f"dash-outbox-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        "SELECT enqueue_job('get_user', '{\"user_id\": 1}', $1, NULL, $2)",
+        job_id,
+        config.queue_name,
+    )
+    await asyncio.to_thread(browser.get, dashboard)
+    await settled(browser, lambda b: texts(b, "#outbox-unrelayed") == ["1"], "one unrelayed row")
+    assert texts(browser, "#outbox-oldest")[0].endswith(("ms", " s"))
+    assert texts(browser, "#outbox-lag-p50") == ["\u2013"]  # nothing relayed yet
+    status = json.loads((await worker_cli(config, "status", "--json")).stdout)
+    assert status["outbox"]["unrelayed"] == 1 and status["outbox"]["recently_relayed"] == 0
+    _, overview = await http_json(f"{dashboard}/api/overview")
+    assert overview["outbox"].keys() == status["outbox"].keys()  # the same summary
+
+    # A worker relays it: nothing unrelayed, and its relay lag shown.
+    await spawn()
+    await settled(browser, lambda b: texts(b, "#outbox-unrelayed") == ["0"], "the row relayed")
+    await settled(
+        browser, lambda b: "of the 1 rows relayed" in texts(b, "#outbox-note")[0], "the lag note"
+    )
+    shown = texts(browser, "#outbox-lag-p50") + texts(browser, "#outbox-lag-max")
+    assert len(shown) == 2 and all(t.endswith(("ms", " s")) for t in shown), shown
+    status = json.loads((await worker_cli(config, "status", "--json")).stdout)
+    assert status["outbox"]["unrelayed"] == 0 and status["outbox"]["recently_relayed"] == 1
+    assert status["outbox"]["relay_lag_max_s"] >= status["outbox"]["relay_lag_p50_s"] > 0
+    assert "relay lag" in (await worker_cli(config, "status")).stdout

@@ -226,6 +226,7 @@ async def test_status_and_inspect(
         "waiting": 0,
         "in_progress": 0,
         "scheduled": 1,
+        "blocked": 0,
         "oldest_waiting_age_s": 0,
     }
     assert status["dead_letters"] == {"total": 1, "not_replayed": 1}
@@ -280,6 +281,7 @@ async def test_a_running_job_is_shown_running_with_its_lease(
         "waiting": 0,
         "in_progress": 1,
         "scheduled": 0,
+        "blocked": 0,
         "oldest_waiting_age_s": 0,
     }
     shown = json.loads((await worker_cli(config, "inspect", job.job_id)).stdout)

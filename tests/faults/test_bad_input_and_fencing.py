@@ -116,7 +116,9 @@ async def test_f10_stale_owner_cannot_commit_after_a_takeover(
     runs = await counters.runs(key)
     assert [(r["job_id"], r["try"]) for r in runs] == [(job.job_id, 1), (job.job_id, 2)]
     takeover = (runs[1]["at"] - runs[0]["at"]).total_seconds()
-    assert LEASE <= takeover < LEASE + 1.5, f"takeover after {takeover:.2f}s"
+    # The run rows are written after each claim, each with its own delay (a busy machine delays the
+    # first): the takeover is the lease, give or take those delays.
+    assert LEASE - 0.25 <= takeover < LEASE + 1.5, f"takeover after {takeover:.2f}s"
     effects = await pool.fetch("SELECT job_id, try FROM fault_effects WHERE key = $1", key)
     assert [(e["job_id"], e["try"]) for e in effects] == [(job.job_id, 2)]
     assert await pool.fetchval("SELECT try FROM job_claims WHERE job_id = $1", job.job_id) == 2

@@ -29,6 +29,13 @@ def documented_lua() -> str:
     return text[start : text.index("```", start)]
 
 
+def documented_flow_lua() -> str:
+    """The enqueue script of the Flow control section, exactly as the documentation shows it."""
+    text = DOC.read_text()
+    start = text.index("```lua\n", text.index("## Flow control")) + len("```lua\n")
+    return text[start : text.index("```", start)]
+
+
 @pytest.fixture
 async def raw() -> AsyncIterator[redis_py.Redis]:
     client = redis_py.Redis.from_url(REDIS_URL)
@@ -117,3 +124,59 @@ async def test_non_json_payloads_are_refused_not_run(
         result = await read_result(raw, f"{name}-{config.queue_name}")
         assert result["s"] is False
         assert result["r"]["error"] == "PoisonPayload"
+
+
+async def enqueue_flow_raw(
+    raw: redis_py.Redis, queue: str, function: str, kwargs: dict[str, Any], flow: dict[str, Any]
+) -> tuple[str, int]:
+    """Enqueue with the documented flow-control script, as a producer in another language would;
+    returns the job id and its score."""
+    job_id, now = uuid.uuid4().hex, int(time.time() * 1000)
+    payload: dict[str, Any] = {"t": None, "f": function, "a": [], "k": kwargs, "et": now}
+    payload["flow"] = flow
+    keys = [f"arq:job:{job_id}", f"arq:result:{job_id}", queue]
+    argv = [json.dumps(payload), "86400000", str(now), job_id]
+    argv += [str(flow.get("priority", 0)), str(flow.get("fair", "")), str(now)]
+    added = await raw.eval(documented_flow_lua(), 3, *keys, *argv)  # type: ignore[misc]
+    assert added == 1
+    return job_id, now
+
+
+def test_the_documented_flow_script_is_the_clients() -> None:
+    from pgpool_client.enqueue import ENQUEUE_SCRIPT
+
+    assert ENQUEUE_SCRIPT.strip() in documented_flow_lua()
+
+
+async def test_raw_flow_jobs_are_placed_run_and_a_malformed_flow_is_poison(
+    config: Config, run_worker: RunWorker, raw: redis_py.Redis, users: list[asyncpg.Record]
+) -> None:
+    q = config.queue_name
+    heavy = {"concurrency": [{"name": "heavy-db", "key": "", "max": 20}], "priority": 5}
+    counted, score = await enqueue_flow_raw(raw, q, "count_users", {}, heavy)
+    assert await raw.zscore(f"{q}:flow:priority", counted) == 4 * 2**41 + score
+    bad, _ = await enqueue_flow_raw(raw, q, "get_user", {"user_id": 1}, {"priority": 12})
+    await run_worker()
+    result = await read_result(raw, counted)
+    assert result["s"] is True and result["r"] == {"count": len(users)}
+    poisoned = await read_result(raw, bad)
+    assert poisoned["s"] is False and poisoned["r"]["error"] == "PoisonPayload"
+    assert "flow.priority: priority must be an integer from 0 to 9" in poisoned["r"]["message"]
+
+
+async def test_raw_fairness_jobs_wait_in_their_tenants_lane(raw: redis_py.Redis) -> None:
+    q = f"test:lanes:{uuid.uuid4().hex[:12]}"  # no worker reads it
+    tenant = {"fair": "tenant-7"}
+    first, _ = await enqueue_flow_raw(raw, q, "get_user", {"user_id": 1}, tenant)
+    second, score = await enqueue_flow_raw(raw, q, "get_user", {"user_id": 2}, tenant)
+    other, _ = await enqueue_flow_raw(raw, q, "get_user", {"user_id": 3}, {"fair": "tenant-8"})
+    try:
+        assert await raw.get(f"{q}:flow:lane-head:tenant-7") == first.encode()
+        assert await raw.zscore(q, second) == 2**50  # shown deferred while it waits
+        lane = await raw.zrange(f"{q}:flow:blocked:l:tenant-7", 0, -1, withscores=True)
+        assert lane == [(second.encode(), 9 * 2**41 + score)]
+        assert (await raw.zscore(q, other) or 0) < 2**50
+    finally:
+        lanes = [f"{q}:flow:{k}" for k in ("due", "lane-head:tenant-7", "lane-head:tenant-8")]
+        jobs = [f"arq:job:{i}" for i in (first, second, other)]
+        await raw.delete(q, f"{q}:flow:blocked:l:tenant-7", *lanes, *jobs)

@@ -100,8 +100,8 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("WORKER_MAX_JOBS", "abc", "WORKER_MAX_JOBS: Input should be a valid integer"),
-        ("WORKER_MAX_JOBS", "0", "WORKER_MAX_JOBS: Input should be greater than or equal to 1"),
+        ("WORKER_MAX_JOBS", "abc", "WORKER_MAX_JOBS: expected a number of jobs from 1 to 1"),
+        ("WORKER_MAX_JOBS", "0", "WORKER_MAX_JOBS: expected a number of jobs from 1 to 10000, or"),
         ("POLL_DELAY", "-1", "POLL_DELAY: Input should be greater than 0"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
         ("CRON_DEACTIVATE", "61 * * * *", "CRON_DEACTIVATE: cron minute '61'"),

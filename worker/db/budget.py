@@ -131,9 +131,10 @@ def check(
 
 async def fit(
     pool: asyncpg.Pool[asyncpg.Record], config: Config, redis: Redis
-) -> tuple[int, Registration]:
+) -> tuple[int, Registration, int | None]:
     """Register this worker and check the budget; the pool max size it may have (the configured
-    one, or less with PG_POOL_OVER_BUDGET=shrink) and its registration. Raises OverBudget."""
+    one, or less with PG_POOL_OVER_BUDGET=shrink), its registration, and the connections the budget
+    leaves it (``BudgetCheck.left``; None behind a transaction pooler). Raises OverBudget."""
     queue = config.queue_name
     own = Registration.this_process(
         config.pool_max_size, pool.get_size(), config.pg_transaction_pooling
@@ -145,12 +146,12 @@ async def fit(
             "pooler's; this worker's %d client connections are not checked against PostgreSQL",
             config.pool_max_size,
         )
-        return config.pool_max_size, own
+        return config.pool_max_size, own, None
     async with pool.acquire(timeout=config.pg_acquire_timeout) as conn:
         usage = await server_usage(conn)
     result = check(usage, config, own, await fleet(redis, queue))
     if result.fits:
-        return config.pool_max_size, own
+        return config.pool_max_size, own, result.left
     error = OverBudget(
         pool_max=config.pool_max_size,
         url=mask_url(config.database_url),
@@ -178,11 +179,11 @@ async def fit(
             result.fleet_max,
             result.left,
             result.left,
-            config.worker_max_jobs,
+            config.max_jobs,
         )
         own = Registration.this_process(result.left, pool.get_size(), pooled=False)
         await register(redis, queue, own)
-        return result.left, own
+        return result.left, own, result.left
     await unregister(redis, queue, own.worker)
     raise error
 
@@ -199,7 +200,7 @@ async def open_pool(
     pool = await create_pool(config)
     try:
         await check_ready(pool, config)
-        size, own = await fit(pool, config, redis)
+        size, own, left = await fit(pool, config, redis)
     except BaseException:
         await pool.close()
         raise
@@ -209,7 +210,9 @@ async def open_pool(
             update={"pg_pool_max_size": size, "pg_pool_min_size": min(config.pool_min_size, size)}
         )
         pool = await create_pool(config)
-    return pool, config, BudgetKeeper(redis, config.queue_name, own, pool)
+    keeper = BudgetKeeper(redis, config.queue_name, own, pool)
+    keeper.left = left
+    return pool, config, keeper
 
 
 def transaction_timeouts(config: Config) -> tuple[int, int, int] | None:

@@ -136,6 +136,9 @@ class BudgetKeeper:
         self.queue = queue
         self.own = own
         self.pool = pool
+        # The connections the budget left this worker at startup (budget.py's ``left``; None: not
+        # checked, behind a transaction pooler): the adaptive limit's ceiling (runtime/adaptive.py).
+        self.left: int | None = None
 
     async def refresh(self) -> None:
         self.own = Registration(**{**asdict(self.own), "pool_open": self.pool.get_size()})

@@ -148,3 +148,34 @@ async def outbox_depth(conn: Conn, queue: str) -> OutboxDepth:
     row = await conn.fetchrow(DEPTH, queue)
     assert row is not None
     return OutboxDepth(int(row["unrelayed"]), max(float(row["oldest"]), 0.0))
+
+
+LAG_WINDOW = 300.0  # seconds: the relay lag that status and the dashboard show is of these rows
+LAG_ROWS = 1000  # ... at most this many, the most recently relayed
+
+RELAY_LAG = """
+SELECT count(*) AS relayed,
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), 0)::float8 AS p50,
+       coalesce(max(lag), 0)::float8 AS max
+FROM (SELECT extract(epoch FROM relayed_at - created_at)::float8 AS lag FROM job_outbox
+      WHERE relayed_at > clock_timestamp() - make_interval(secs => $2)
+        AND queue = $1 AND error IS NULL
+      ORDER BY relayed_at DESC LIMIT $3) AS recent
+"""
+
+
+async def outbox_summary(conn: Conn, queue: str) -> dict[str, Any]:
+    """What ``status`` and the dashboard show of ``queue``'s outbox: the rows not yet relayed, the
+    oldest one's age, and the relay lag (insert → relayed to Redis, median and max) of the rows
+    relayed in the last LAG_WINDOW seconds (at most LAG_ROWS, the latest)."""
+    depth = await outbox_depth(conn, queue)
+    lag = await conn.fetchrow(RELAY_LAG, queue, LAG_WINDOW, LAG_ROWS)
+    assert lag is not None
+    return {
+        "unrelayed": depth.unrelayed,
+        "oldest_unrelayed_age_s": round(depth.oldest_age, 3),
+        "recently_relayed": int(lag["relayed"]),
+        "relay_lag_p50_s": round(max(float(lag["p50"]), 0.0), 3),
+        "relay_lag_max_s": round(max(float(lag["max"]), 0.0), 3),
+        "lag_window_s": LAG_WINDOW,
+    }

@@ -1,5 +1,6 @@
 """Command line: set up the database, seed it, enqueue jobs and read results; watch and control
-the workers (health, status, inspect, abort, dashboard).
+the workers (health, status, inspect, abort, dashboard); list the schedules; pause and resume
+job names and change flow-control limits (pause, resume, limits).
 
 Exit codes: 0 success; 1 the job failed (or is not what was asked), or unhealthy; 2 bad usage or
 configuration, or a service is unreachable; 3 no result yet (timeout or still running).
@@ -25,7 +26,10 @@ from worker.ops.dead_letters_cli import cmd_dead_letters
 from worker.ops.health_cli import cmd_health
 from worker.ops.inspect_cli import cmd_inspect
 from worker.ops.jobs_cli import cmd_enqueue, cmd_jobs, cmd_result
+from worker.ops.limits_cli import cmd_limits
 from worker.ops.output import fail
+from worker.ops.pause_cli import cmd_pause, cmd_resume
+from worker.ops.schedules_cli import cmd_schedules
 from worker.ops.setup_cli import cmd_check, cmd_seed, cmd_setup
 from worker.ops.status_cli import cmd_status
 from worker.queue.connect import redis_unavailable
@@ -39,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "enqueue": cmd_enqueue,
     "result": cmd_result,
     "jobs": cmd_jobs,
+    "schedules": cmd_schedules,
     "dead-letters": cmd_dead_letters,
     "budget": cmd_budget,
     "health": cmd_health,
@@ -46,6 +51,9 @@ COMMANDS: dict[str, Command] = {
     "inspect": cmd_inspect,
     "abort": cmd_abort,
     "dashboard": cmd_dashboard,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "limits": cmd_limits,
 }
 
 

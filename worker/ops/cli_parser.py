@@ -58,7 +58,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     result.add_argument("job_id")
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long")
-    sub.add_parser("jobs", help="list the jobs and the JSON schema of their arguments")
+    sub.add_parser("jobs", help="list the jobs, their arguments' JSON schema and flow declarations")
+    schedules = sub.add_parser(
+        "schedules", help="the schedules (CRON_SCHEDULES, CRON_DEACTIVATE) and their next runs"
+    )
+    schedules.add_argument("--count", type=int, default=3, help="next runs of each (default 3)")
+    schedules.add_argument("--after", metavar="ISO8601", help="runs after this time (default now)")
+    schedules.add_argument("--json", action="store_true", help="print JSON instead of text")
     run = sub.add_parser("run", help="run N worker processes under a supervisor (docs/scaling.md)")
     run.add_argument(
         "--processes", type=int, default=None, metavar="N", help="worker processes (default: cores)"
@@ -66,6 +72,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--settings", default="worker.Settings", help="the arq settings to run")
     sub.add_parser("budget", help="the fleet's pool registrations and the connection budget")
     _add_operator_parsers(sub)
+    _add_flow_parsers(sub)
     dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
     actions = dead.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="the newest dead letters")
@@ -107,3 +114,28 @@ def _add_operator_parsers(sub: Any) -> None:
     dashboard = sub.add_parser("dashboard", help="serve the read-only web dashboard")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on")
+
+
+def _add_flow_parsers(sub: Any) -> None:
+    """pause, resume, limits (flow control: docs/flow-control.md, Operating it)."""
+    for command, what in (("pause", "stop claiming"), ("resume", "claim again")):
+        parser = sub.add_parser(
+            command, help=f"{what} jobs of these names (--all: the whole queue)"
+        )
+        parser.add_argument("names", nargs="*", metavar="NAME", help="job names")
+        parser.add_argument("--all", action="store_true", help="the whole queue")
+        parser.add_argument("--force", action="store_true", help="names this registry lacks")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    limits = sub.add_parser("limits", help="flow-control limits and their use; set or clear one")
+    limits.add_argument("--json", action="store_true", help="print JSON instead of text")
+    actions = limits.add_subparsers(dest="action")
+    change = actions.add_parser("set", help="set a limit at run time (over the declared one)")
+    change.add_argument("--max", type=int, metavar="N", help="at most N running (0: none start)")
+    change.add_argument("--rate", type=int, metavar="L", help="at most L starts per --per")
+    change.add_argument("--per", type=float, metavar="SECONDS", help="the rate's period")
+    change.add_argument("--burst", type=int, metavar="B", help="starts at once after a pause")
+    clear = actions.add_parser("clear", help="drop a limit's run-time value (the declared holds)")
+    for parser in (change, clear):
+        parser.add_argument("name", metavar="NAME", help="the limit's name")
+        parser.add_argument("--force", action="store_true", help="a name this registry lacks")
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)

@@ -5,6 +5,7 @@ tests/unit/test_client_contracts.py fails when the file and the registry differ.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 import pgpool_client.models
 from jobs.registry import JOBS, JobSpec
+from pgpool_client.flow import Concurrency, Flow, Rate
 
 TARGET = Path(pgpool_client.models.__file__).with_name("jobs.py")
 HEADER = '''"""The jobs' contracts and typed methods, generated from jobs/registry.py: do not edit by hand.
@@ -57,6 +59,7 @@ class Renderer:
         self.models: set[str] = set()
         self.typing: set[str] = {"Any", "Unpack"}
         self.datetime = False
+        self.flow: set[str] = set()  # pgpool_client.flow's names the contracts use
 
     def render(self, tp: Any) -> str:
         """``tp`` as source text; raises TypeError for a type it has no rendering for."""
@@ -121,6 +124,39 @@ def _method(r: Renderer, spec: JobSpec[Any, Any]) -> str:
     )
 
 
+def _flow(r: Renderer, flow: Flow | None) -> str:
+    """A contract's flow declaration as source (one item a line), "" for none."""
+    if flow is None:
+        return ""
+    r.flow.add("Flow")
+    parts = []
+    for label, items in (("concurrency", flow.concurrency), ("rates", flow.rates)):
+        if items:
+            r.flow.add(type(items[0]).__name__)
+            one_line = f"            {label}=({_call(items[0])},),\n"
+            if len(items) == 1 and len(one_line) <= 101:  # as ruff format writes it
+                parts.append(one_line)
+                continue
+            parts.append(f"            {label}=(\n")
+            parts += [f"                {_call(item)},\n" for item in items]
+            parts.append("            ),\n")
+    if flow.fair is not None:
+        parts.append(f"            fair={flow.fair!r},\n".replace("'", '"'))
+    if flow.priority:
+        parts.append(f"            priority={flow.priority},\n")
+    return "        flow=Flow(\n" + "".join(parts) + "        ),\n"
+
+
+def _call(item: Concurrency | Rate) -> str:
+    """``Concurrency("name", max=1, key="user_id")``: the declared fields, defaults left out."""
+    args = [f'"{item.name}"']
+    for field in dataclasses.fields(item)[1:]:
+        value = getattr(item, field.name)
+        if value != field.default:
+            args.append(f"{field.name}={value!r}".replace("'", '"'))
+    return f"{type(item).__name__}({', '.join(args)})"
+
+
 def generate() -> str:
     """The text of pgpool_client/jobs.py for the registry as it is."""
     r = Renderer()
@@ -132,7 +168,8 @@ def generate() -> str:
         contracts += (
             f'    "{spec.name}": JobContract(\n'
             f'        "{spec.name}",\n        {spec.args_model.__name__},\n        {result},\n'
-            "    ),\n"
+            + _flow(r, spec.flow)
+            + "    ),\n"
         )
     imports = (
         "from abc import ABC, abstractmethod\n"
@@ -140,7 +177,8 @@ def generate() -> str:
         + (
             f"from typing import {', '.join(sorted(r.typing))}\n\n"
             "from pgpool_client.contracts import JobContract\n"
-            "from pgpool_client.handle import EnqueueOptions, JobHandle\n"
+            + (f"from pgpool_client.flow import {', '.join(sorted(r.flow))}\n" if r.flow else "")
+            + "from pgpool_client.handle import EnqueueOptions, JobHandle\n"
             "from pgpool_client.models import (\n"
             + "".join(f"    {name},\n" for name in sorted(r.models, key=lambda n: (n.lower(), n)))
             + ")"

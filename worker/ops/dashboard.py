@@ -1,11 +1,14 @@
 """The read-only web dashboard: ``python -m worker dashboard --port 8080`` (a Starlette app on
 uvicorn).
 
-One page (``/``, ``worker/ops/dashboard.html``) that refreshes itself every two seconds from ``/api/overview``: the queue, the
-jobs in progress, recent failures and dead letters, the workers with their health, pool usage and
-throughput over the last minutes (from the workers' health records, ``worker/queue/health.py``). Nothing
-on it changes anything: there is no form and no endpoint but GET. Text is inserted with
-``textContent`` only, so job ids and error messages cannot inject markup.
+One page (``/``, ``worker/ops/dashboard.html``) that refreshes itself every two seconds from
+``/api/overview``: the queue, the jobs in progress, recent failures and dead letters, the outbox
+(rows not yet relayed, the oldest one's age and the relay lag, as ``python -m worker status`` shows
+them), flow control (paused job names, each limit with its jobs in use and blocked:
+``worker/queue/flow_admin.py``), the workers with their health, pool usage and throughput over the last minutes (from the
+workers' health records, ``worker/queue/health.py``). Nothing on it changes anything: there is no
+form and no endpoint but GET. Text is inserted with ``textContent`` only, so job ids and error
+messages cannot inject markup.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from starlette.routing import Route
 
 from worker.config import Config
 from worker.db.dead_letters import count_letters, list_letters
+from worker.db.outbox import outbox_summary
 from worker.db.pool import create_reader_pool
 from worker.queue.connection import redis_settings
+from worker.queue.flow_admin import POLL_GATES, POLL_SCAN, flow_state
 from worker.queue.health import read_workers, recent_failures, throughput
 from worker.queue.stats import queue_stats
 
@@ -78,6 +83,16 @@ class Sources:
             ],
         }
 
+    async def outbox(self) -> dict[str, Any]:
+        """The outbox as ``python -m worker status`` shows it (``outbox_summary``)."""
+        try:
+            async with asyncio.timeout(PG_TIMEOUT):
+                pool = await self.postgres()
+                async with pool.acquire() as conn:
+                    return await outbox_summary(conn, self.config.queue_name)
+        except Exception as exc:  # noqa: BLE001  (shown on the page; the rest still renders)
+            return {"error": f"PostgreSQL: {type(exc).__name__}: {exc}"[:200]}
+
     async def overview(self) -> dict[str, Any]:
         assert self.redis is not None
         queue = self.config.queue_name
@@ -101,14 +116,20 @@ class Sources:
                 "waiting": stats.waiting,
                 "in_progress": sum(int(w.get("running", 0)) for w in live),
                 "scheduled": stats.scheduled,
+                "blocked": stats.blocked,
                 "oldest_waiting_age_s": round(stats.oldest_waiting_age, 3),
             },
+            # Pauses and limits with their use, as `status` shows them (flow_admin.py).
+            "flow": (
+                await flow_state(self.redis, queue, max_gates=POLL_GATES, max_scan=POLL_SCAN)
+            ).view(),
             "workers": [
                 {k: v for k, v in w.items() if k not in ("history", "jobs")} for w in records
             ],
             "in_progress": sorted(in_progress, key=lambda j: j.get("started", 0)),
             "failures": await recent_failures(self.redis, queue, 10),
             "dead_letters": await self.dead_letters(),
+            "outbox": await self.outbox(),
             "pool": pool,
             "totals": totals,
             "throughput": {"bucket_s": bucket, "series": throughput(records, bucket)},

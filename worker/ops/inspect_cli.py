@@ -20,12 +20,22 @@ from worker.ops.output import emit
 from worker.ops.waiting import waiting_reason
 from worker.queue import codec
 from worker.queue.connect import command_redis
+from worker.queue.flow_admin import blocked_on
 from worker.queue.health import read_workers
-from worker.queue.keys import ABORT_SET, IN_PROGRESS_PREFIX, JOB_PREFIX, RESULT_PREFIX, RETRY_PREFIX
+from worker.queue.keys import (
+    ABORT_SET,
+    BLOCKED_SCORE,
+    IN_PROGRESS_PREFIX,
+    JOB_PREFIX,
+    RESULT_PREFIX,
+    RETRY_PREFIX,
+)
 
 
 async def job_status(redis: ArqRedis, queue: str, job_id: str) -> str:
-    """complete, in_progress, deferred, queued or not_found (as arq's ``Job.status``)."""
+    """complete, in_progress, deferred, queued or not_found (as arq's ``Job.status``); a job that
+    waits on a flow-control gate (score ``BLOCKED_SCORE``) is queued, as ``JobHandle.status``
+    says (``inspect`` names the gate)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.exists(RESULT_PREFIX + job_id)
         pipe.exists(IN_PROGRESS_PREFIX + job_id)
@@ -36,7 +46,7 @@ async def job_status(redis: ArqRedis, queue: str, job_id: str) -> str:
     if running and score is not None:
         return "in_progress"
     if score is not None:
-        return "deferred" if score > now_ms() else "queued"
+        return "deferred" if score > now_ms() and score != BLOCKED_SCORE else "queued"
     return "not_found"
 
 
@@ -59,7 +69,7 @@ async def inspect_job(
         "queue": queue,
         "status": status,
         # A running job's score is its lease's end: when it is due again should its worker stop.
-        "due_at": None if status == "in_progress" else ms_to_iso(score),
+        "due_at": None if status == "in_progress" or score == BLOCKED_SCORE else ms_to_iso(score),
         "due_again_at": ms_to_iso(score) if status == "in_progress" else None,
         "tries_started": int(tries) if tries else 0,
         "lease_left_s": round(lease_ms / 1000, 3) if lease_ms and lease_ms > 0 else None,
@@ -70,6 +80,8 @@ async def inspect_job(
         reason = waiting_reason(payload, config.unknown_job_grace)
         if reason and status in ("queued", "deferred"):
             info["waiting"] = reason  # what holds it back, and what the worker will do
+    if score == BLOCKED_SCORE:  # waits on a limit, a rate, a pause or a lane: which one
+        info["blocked_on"] = await blocked_on(redis, queue, job_id, payload)
     if result is not None:
         info["result"] = result_view(result, jobs)
     workers = await read_workers(redis, queue)

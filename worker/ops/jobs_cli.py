@@ -1,5 +1,6 @@
 """``python -m worker enqueue``, ``result`` and ``jobs``: enqueue a job with its arguments (as
-``name=value`` pairs or ``--json``), print a job's result, list the jobs and their arguments."""
+``name=value`` pairs or ``--json``), print a job's result, list the jobs, their arguments and their
+flow-control declarations."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from jobs.errors import WorkerError
 from jobs.registry import JOBS
+from pgpool_client.flow import Flow
 from worker.client import EnqueueOptions, JobClient
 from worker.config import Config
 from worker.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_PENDING
@@ -93,14 +95,37 @@ async def _print_result(client: JobClient, job_id: str, wait: float) -> int:
     return EXIT_OK
 
 
-async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
-    emit(
-        {
-            spec.name: {
-                "doc": (spec.function.__doc__ or "").strip(),
-                "arguments": spec.args_model.model_json_schema(),
-            }
-            for spec in JOBS
+def flow_declaration(flow: Flow | None) -> dict[str, Any] | None:
+    """A job's flow-control declaration as JSON (None for none): its concurrency limits (name, max,
+    the argument whose value is the key, null for one limit across every job that declares it), its
+    rates (name, limit per ``per`` seconds, burst, key argument), its fairness argument and its
+    default priority. The TypeScript client renders payloads from it (clients/node)."""
+    if flow is None:
+        return None
+    return {
+        "concurrency": [{"name": c.name, "max": c.max, "key": c.key} for c in flow.concurrency],
+        "rates": [
+            {"name": r.name, "limit": r.limit, "per": r.per, "burst": r.burst, "key": r.key}
+            for r in flow.rates
+        ],
+        "fair": flow.fair,
+        "priority": flow.priority,
+    }
+
+
+def jobs_listing() -> dict[str, Any]:
+    """What ``python -m worker jobs`` prints: per job, its doc, its arguments' JSON schema and its
+    flow-control declaration (docs/wire-format.md, Flow control)."""
+    return {
+        spec.name: {
+            "doc": (spec.function.__doc__ or "").strip(),
+            "arguments": spec.args_model.model_json_schema(),
+            "flow": flow_declaration(spec.flow),
         }
-    )
+        for spec in JOBS
+    }
+
+
+async def cmd_jobs(_config: Config, _: argparse.Namespace) -> int:
+    emit(jobs_listing())
     return EXIT_OK

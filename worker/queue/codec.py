@@ -23,6 +23,7 @@ from pgpool_client.codec import (
     deserialize,
     serialize,
 )
+from pgpool_client.flow import flow_problem
 from worker.core.clock import now_ms
 from worker.core.masking import mask_arguments
 
@@ -170,6 +171,7 @@ def _shape_problem(job: dict[str, Any], reserved: bool = True) -> str:
         and 0 <= et <= MAX_ENQUEUE_MS
         and (t is None or (type(t) is int and 0 <= t <= MAX_TRY))
         and not (reserved and f.startswith(RESERVED_PREFIX))
+        and "flow" not in job
     ):
         return ""
     for name, kind in PAYLOAD_FIELDS.items():
@@ -184,4 +186,6 @@ def _shape_problem(job: dict[str, Any], reserved: bool = True) -> str:
             f"job name {job['f']!r} is reserved: names starting with {RESERVED_PREFIX!r} are the "
             "worker's own handlers"
         )
+    if "flow" in job:
+        return flow_problem(job["flow"])
     return ""  # a subclass of str, list, dict or int (not from JSON): a job all the same

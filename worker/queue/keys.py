@@ -8,26 +8,57 @@ name, so two queues on one Redis never meet. The Lua scripts take their prefixes
 
 from __future__ import annotations
 
-# arq's keys and the wake list are the slim client's (pgpool_client/keys.py): one copy.
+# arq's keys, the wake list and the flow-control keys (a producer writes priorities and lanes)
+# are the slim client's (pgpool_client/keys.py): one copy.
 from pgpool_client.keys import (
     ABORT_SET,
+    BLOCKED_INFIX,
+    BLOCKED_SCORE,
+    FLOW_PREFIX,
+    GATE_INFIX,
     IN_PROGRESS_PREFIX,
     JOB_PREFIX,
+    LANE_HEAD_INFIX,
+    PRIORITY_SPAN,
     RESULT_PREFIX,
     RETRY_PREFIX,
+    WAKE_SUFFIX,
+    blocked_index_key,
+    blocked_key,
+    gate_key,
+    gates_key,
+    lane_head_key,
+    limits_key,
+    paused_key,
+    priority_key,
     wake_key,
 )
 
 __all__ = [
     "ABORT_SET",
+    "BLOCKED_INFIX",
+    "BLOCKED_SCORE",
+    "FLOW_PREFIX",
+    "GATE_INFIX",
     "IN_PROGRESS_PREFIX",
     "JOB_PREFIX",
+    "LANE_HEAD_INFIX",
+    "PRIORITY_SPAN",
     "RESULT_PREFIX",
     "RETRY_PREFIX",
+    "WAKE_SUFFIX",
     "arq_health_key",
+    "blocked_index_key",
+    "blocked_key",
     "claims_key",
     "dead_letters_pending_key",
     "failures_key",
+    "gate_key",
+    "gates_key",
+    "lane_head_key",
+    "limits_key",
+    "paused_key",
+    "priority_key",
     "registration_key",
     "registry_key",
     "wake_key",

@@ -4,7 +4,9 @@ arq keeps a job in the queue's sorted set until it is done. A job this worker ru
 moved to its lease's end (worker/runtime/leases.py), so it sits just ahead of now; one a plain arq worker
 runs keeps its due time, at the front. The script finds both by their in-progress keys (within the
 first ``SAMPLE`` entries of each range; beyond it, this worker's running jobs are estimated from the
-sample's share) and counts running jobs as due, as arq's own view does.
+sample's share) and counts running jobs as due, as arq's own view does. A job that waits on a
+flow-control gate (a limit, a rate, a pause, a tenant's lane: docs/flow-control.md) has the score
+``BLOCKED_SCORE`` and is counted as blocked, neither due nor scheduled.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from worker.core.clock import now_ms
-from worker.queue.keys import IN_PROGRESS_PREFIX
+from worker.queue.keys import BLOCKED_SCORE, IN_PROGRESS_PREFIX
 
 SAMPLE = 1000
 CLOCK_SLACK_MS = 5000  # workers' clocks may be ahead of this one's
@@ -40,7 +42,8 @@ end
 if #ahead == sample then  -- more than the sample: the same share of all of them
   leased = math.floor(leased * redis.call('ZCOUNT', queue, '(' .. now, horizon) / sample + 0.5)
 end
-return {{due + leased, total - due - leased, running + leased, oldest}}
+local blocked = redis.call('ZCOUNT', queue, '{BLOCKED_SCORE}', '{BLOCKED_SCORE}')
+return {{due + leased, total - due - leased - blocked, running + leased, oldest, blocked}}
 """
 
 
@@ -52,6 +55,7 @@ class QueueStats:
     scheduled: int  # due later: deferred jobs and retries in backoff
     running: int  # jobs with an in-progress key (within the first SAMPLE of each range)
     oldest_waiting_age: float  # the oldest due job that no worker runs; 0 when none waits
+    blocked: int = 0  # waiting on a flow-control gate (score BLOCKED_SCORE), not due by time
 
     @property
     def waiting(self) -> int:
@@ -62,8 +66,8 @@ async def queue_stats(redis: Redis, queue: str, lease: float) -> QueueStats:
     """Read ``queue``'s state (one EVAL); ``lease`` is the workers' JOB_LEASE in seconds."""
     now = now_ms()
     horizon = now + int(lease * 1000) + CLOCK_SLACK_MS
-    due, scheduled, running, oldest = await redis.eval(  # type: ignore[misc]
+    due, scheduled, running, oldest, blocked = await redis.eval(  # type: ignore[misc]
         QUEUE_STATS_SCRIPT, 1, queue, str(now), str(SAMPLE), str(horizon)
     )
     age = max(now - float(oldest), 0.0) / 1000 if oldest else 0.0
-    return QueueStats(int(due), int(scheduled), int(running), age)
+    return QueueStats(int(due), int(scheduled), int(running), age, int(blocked))

@@ -21,7 +21,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.queue.keys import ABORT_SET, IN_PROGRESS_PREFIX, JOB_PREFIX, RETRY_PREFIX, claims_key
+from worker.queue.keys import (
+    ABORT_SET,
+    BLOCKED_SCORE,
+    IN_PROGRESS_PREFIX,
+    JOB_PREFIX,
+    LANE_HEAD_INFIX,
+    RETRY_PREFIX,
+    claims_key,
+)
+from worker.runtime.flow_lua import FLOW_LUA, MAX_MOVED
 
 # arq's abort set is shared by every queue on the Redis; entries no worker took are dropped after.
 ABORT_MAX_AGE_MS = 3_600_000
@@ -33,24 +42,34 @@ ABORT_MAX_AGE_MS = 3_600_000
 #
 # A round already answered under this serial (a re-send) answers the same claims again: each job
 # still held by that claim (its in-progress key there, its try counter unchanged) gets its lease
-# and due time renewed and its payload read again. Otherwise it claims up to ARGV[2] due jobs: every
-# due id without an in-progress key gets one (the lease), its try counter incremented, its payload
-# read, and its score moved to the lease's end (so claims skip running jobs without reading them,
-# and a crashed worker's job is due again when its lease ends; LEASE_RENEW_SCRIPT moves both on).
-# Returns each job's score as it was. With nothing to claim it returns the next due time. When
-# arq's abort set is not empty it also returns its ids (entries older than ARGV[4] ms are dropped),
-# and a claimed job found there is flagged and taken out of it. Due jobs that do have an
-# in-progress key (a plain arq worker runs them) are stepped over, at most a few thousand per call.
-CLAIM_SCRIPT = f"""
-local queue, now, limit, lease = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+# and due time renewed and its payload read again. Otherwise, unless the whole queue is paused, it
+# first moves jobs waiting on due gates back into the queue (worker/runtime/flow_lua.py), then
+# claims up to ARGV[2] due jobs: of priority 9 down to 1 first (but at least one claim in ten, and
+# every tenth round when fewer than ten slots are free, goes to the oldest due jobs whatever their
+# priority), then the oldest due. Every due id without an in-progress key whose flow lets it start
+# gets one (the lease), its try counter incremented, its payload read, and its score moved to the
+# lease's end (so claims skip running jobs without reading them, and a crashed worker's job is due
+# again when its lease ends; LEASE_RENEW_SCRIPT moves both on). Returns each job's score as it
+# was, the gates it holds (JSON, '' for none) and its priority. With nothing to claim it returns
+# the next due time. When arq's abort set is not empty it also returns its ids (entries older than
+# ARGV[4] ms are dropped), and a claimed job found there is flagged and taken out of it (such a
+# job is claimed whatever its gates: it is recorded aborted, never started). Due jobs
+# that do have an in-progress key (a plain arq worker runs them) are stepped over, at most a few
+# thousand per call.
+CLAIM_SCRIPT = (
+    f"""
+local queue, now, limit, lease = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local record, serial = KEYS[2], ARGV[5]
 local aborts = false
 if redis.call('ZCARD', '{ABORT_SET}') > 0 then
-  redis.call('ZREMRANGEBYSCORE', '{ABORT_SET}', '-inf', tonumber(now) - tonumber(ARGV[4]))
+  redis.call('ZREMRANGEBYSCORE', '{ABORT_SET}', '-inf', now - tonumber(ARGV[4]))
   aborts = redis.call('ZRANGE', '{ABORT_SET}', 0, 999)
 end
 local claimed, skipped, page = {{}}, 0, 200
-local lease_end = tonumber(now) + tonumber(lease)
+local lease_end = now + tonumber(lease)
+"""
+    + FLOW_LUA
+    + f"""
 local saved = record and redis.call('GET', record)
 if saved then
   saved = cjson.decode(saved)
@@ -63,45 +82,113 @@ if saved then
         redis.call('PSETEX', in_progress, lease, '1')
         redis.call('ZADD', queue, 'XX', lease_end, id)
         local payload = redis.call('GET', '{JOB_PREFIX}' .. id)
-        claimed[#claimed + 1] = {{id, e[2], e[3], e[4], payload}}
+        claimed[#claimed + 1] = {{id, e[2], e[3], e[4], payload, e[5], e[6]}}
       end
     end
     return {{claimed, false, aborts}}
   end
 end
+if paused_set['*'] then limit = 0 end
+if limit > 0 and redis.call('EXISTS', due_key) == 1 then promote_due() end
 local kept = {{}}
+-- 1: claimed, 0: stepped over (running), 2: moved to a blocked set, 3: this round moved enough
+local function take(id, score)
+  local in_progress = '{IN_PROGRESS_PREFIX}' .. id
+  if redis.call('EXISTS', in_progress) == 1 then return 0 end
+  local payload = redis.call('GET', '{JOB_PREFIX}' .. id)
+  local held, rates, fair = false, false, false
+  local abort_now = aborts and redis.call('ZSCORE', '{ABORT_SET}', id)
+  if payload and not abort_now and (paused_any or string.find(payload, '"flow"', 1, true)) then
+    local ok, d = pcall(cjson.decode, payload)
+    if ok and type(d) == 'table' then
+      if moved >= {MAX_MOVED} then return 3 end
+      if paused_any and type(d.f) == 'string' and paused_set[d.f] then
+        block(id, score, 'p:' .. d.f, '+inf', false)
+        return 2
+      end
+      if type(d.flow) == 'table' then
+        held, rates = pass(id, score, d.flow)
+        if not held then return 2 end
+        hold(id, held, rates, lease_end)
+        if type(d.flow.fair) == 'string' then fair = d.flow.fair end
+      end
+    end
+  end
+  redis.call('PSETEX', in_progress, lease, '1')
+  redis.call('ZADD', queue, 'XX', lease_end, id)
+  local retry = '{RETRY_PREFIX}' .. id
+  local try = redis.call('INCR', retry)
+  redis.call('EXPIRE', retry, 88400)
+  local aborted = 0
+  if aborts and redis.call('ZREM', '{ABORT_SET}', id) == 1 then aborted = 1 end
+  local gates = ''
+  if held and #held > 0 then gates = cjson.encode(held) end
+  local p = 0
+  if has_prio then
+    local s = redis.call('ZSCORE', prio_key, id)
+    if s then
+      local level = math.floor(tonumber(s) / SPAN)
+      p = 9 - level
+      redis.call('ZADD', prio_key, 'XX', level * SPAN + lease_end, id)
+    end
+  end
+  if fair and redis.call('GET', queue .. '{LANE_HEAD_INFIX}' .. fair) == id then
+    next_in_lane(fair)
+  end
+  claimed[#claimed + 1] = {{id, score, try, aborted, payload, gates, p}}
+  kept[#kept + 1] = {{id, score, try, aborted, gates, p}}
+  return 1
+end
+if has_prio and limit > 0 then
+  local oldest = math.floor(limit / 10)
+  if oldest == 0 and tonumber(serial) % 10 == 0 then oldest = limit end
+  local stop = false
+  for p = 9, 1, -1 do
+    if stop or #claimed >= limit - oldest then break end
+    local base = (9 - p) * SPAN
+    local ids = redis.call('ZRANGEBYSCORE', prio_key, base, base + now, 'WITHSCORES',
+      'LIMIT', 0, limit - oldest - #claimed)
+    for i = 1, #ids, 2 do
+      if #claimed < limit - oldest then
+        if take(ids[i], tonumber(ids[i + 1]) - base) == 3 then stop = true break end
+      end
+    end
+  end
+end
 while #claimed < limit and skipped < 2000 do
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', skipped, page)
   if #ids == 0 then break end
+  local stop = false
   for i = 1, #ids, 2 do
-    local id = ids[i]
-    local in_progress = '{IN_PROGRESS_PREFIX}' .. id
-    if #claimed < limit and redis.call('EXISTS', in_progress) == 0 then
-      redis.call('PSETEX', in_progress, lease, '1')
-      redis.call('ZADD', queue, 'XX', lease_end, id)
-      local retry = '{RETRY_PREFIX}' .. id
-      local try = redis.call('INCR', retry)
-      redis.call('EXPIRE', retry, 88400)
-      local aborted = 0
-      if aborts and redis.call('ZREM', '{ABORT_SET}', id) == 1 then aborted = 1 end
-      local payload = redis.call('GET', '{JOB_PREFIX}' .. id)
-      claimed[#claimed + 1] = {{id, ids[i + 1], try, aborted, payload}}
-      kept[#kept + 1] = {{id, ids[i + 1], try, aborted}}
-    elseif #claimed < limit then
-      skipped = skipped + 1  -- stays in the due range: the next page starts after it
+    if #claimed < limit then
+      local verdict = take(ids[i], tonumber(ids[i + 1]))
+      if verdict == 0 then
+        skipped = skipped + 1  -- stays in the due range: the next page starts after it
+      elseif verdict == 3 then
+        stop = true
+        break
+      end
     end
   end
+  if stop then break end
 end
 if record and #kept > 0 then
   redis.call('PSETEX', record, lease, cjson.encode({{serial, kept}}))
 end
 local next_due = false
 if #claimed == 0 and limit > 0 then
-  local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #later > 0 then next_due = later[2] end
+  local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '({BLOCKED_SCORE}', 'WITHSCORES',
+    'LIMIT', 0, 1)
+  if #later > 0 then next_due = tonumber(later[2]) end
+  local gate = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+  if #gate > 0 and gate[2] ~= 'inf' and (not next_due or tonumber(gate[2]) < next_due) then
+    next_due = tonumber(gate[2])
+  end
+  if next_due then next_due = tostring(math.max(math.floor(next_due), now + 1)) end
 end
 return {{claimed, next_due, aborts}}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +200,23 @@ class Claim:
     job_try: int
     aborted: bool  # in arq's abort set when claimed: recorded as aborted, never started
     payload: bytes | None  # None: the payload had expired
+    gates: bytes = b""  # the concurrency gates it holds (JSON), released with its outcome
+    priority: int = 0
 
     @classmethod
     def from_entry(cls, entry: list[Any]) -> Claim:
         payload = entry[4] if len(entry) > 4 else None
-        return cls(entry[0].decode(), int(float(entry[1])), int(entry[2]), entry[3] == 1, payload)
+        gates = entry[5] if len(entry) > 5 and entry[5] else b""
+        priority = int(entry[6]) if len(entry) > 6 and entry[6] else 0
+        return cls(
+            entry[0].decode(),
+            int(float(entry[1])),
+            int(entry[2]),
+            entry[3] == 1,
+            payload,
+            gates,
+            priority,
+        )
 
 
 @dataclass(slots=True)

@@ -18,38 +18,59 @@ from redis.asyncio import Redis
 from worker.core.clock import now_ms
 from worker.queue.keys import (
     ABORT_SET,
+    FLOW_PREFIX,
+    GATE_INFIX,
     IN_PROGRESS_PREFIX,
     JOB_PREFIX,
+    PRIORITY_SPAN,
     RESULT_PREFIX,
     RETRY_PREFIX,
+    WAKE_SUFFIX,
     failures_key,
 )
 
 logger = logging.getLogger(__name__)
 
-# Records finished tries, eight arguments each after ARGV[1] (the failures list's length): kind,
+# Records finished tries, ten arguments each after ARGV[1] (the failures list's length): kind,
 # job id, result (arq's format; '' = none), result TTL in ms ('' = forever), new score (retries),
-# cron (1/0), aborted (1/0), a recent-failures entry ('' = none). Kinds: "finish" (a result, or
-# none when it is not kept; the job's keys deleted), "expired" (the same, never a result),
-# "retry" (back in the queue at the new score), "requeue" (shutdown: due again at the new score,
-# now).
+# cron (1/0), aborted (1/0), a recent-failures entry ('' = none), the concurrency gates the job
+# held (JSON, '' = none) and its priority. Kinds: "finish" (a result, or none when it is not
+# kept; the job's keys deleted), "expired" (the same, never a result), "retry" (back in the queue
+# at the new score), "requeue" (shutdown: due again at the new score, now). Every kind frees the
+# job's gates; a gate with waiting jobs is looked at again by the next claim (flow_lua.py), and
+# an idle consumer is woken for it.
 FINISH_SCRIPT = f"""
 local queue, failures, keep_failures = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local failed = false
-for i = 2, #ARGV, 8 do
+local due_key, prio_key = queue .. '{FLOW_PREFIX}due', queue .. '{FLOW_PREFIX}priority'
+local failed, wake = false, false
+for i = 2, #ARGV, 10 do
   local kind, id, result, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local in_progress = '{IN_PROGRESS_PREFIX}' .. id
   if ARGV[i + 7] ~= '' then
     redis.call('LPUSH', failures, ARGV[i + 7])
     failed = true
   end
-  if kind == 'retry' then
+  if ARGV[i + 8] ~= '' then
+    for _, gate in ipairs(cjson.decode(ARGV[i + 8])) do
+      local gk = queue .. '{GATE_INFIX}' .. gate
+      redis.call('ZREM', gk, id)
+      if redis.call('ZSCORE', due_key, gate) then  -- jobs wait on it: the next claim moves one
+        redis.call('ZADD', due_key, 0, gate)
+        wake = true
+      elseif redis.call('EXISTS', gk) == 0 then
+        redis.call('HDEL', queue .. '{FLOW_PREFIX}gates', gate)  -- nothing left of the gate
+      end
+    end
+  end
+  local p = tonumber(ARGV[i + 9])
+  if kind == 'retry' or kind == 'requeue' then  -- requeue: due again now (shutdown)
     redis.call('DEL', in_progress)
     redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
-  elseif kind == 'requeue' then  -- due again now (its score was its lease's end)
-    redis.call('DEL', in_progress)
-    redis.call('ZADD', queue, 'XX', ARGV[i + 4], id)
+    if p > 0 then
+      redis.call('ZADD', prio_key, 'XX', (9 - p) * {PRIORITY_SPAN} + tonumber(ARGV[i + 4]), id)
+    end
   else
+    if p > 0 then redis.call('ZREM', prio_key, id) end
     if ARGV[i + 6] == '1' then redis.call('ZREM', '{ABORT_SET}', id) end
     if result ~= '' then
       if keep == '' then
@@ -68,6 +89,10 @@ for i = 2, #ARGV, 8 do
   end
 end
 if failed then redis.call('LTRIM', failures, 0, keep_failures - 1) end
+if wake then  -- an idle consumer claims the freed slot's next job now, not at its next tick
+  redis.call('LPUSH', queue .. '{WAKE_SUFFIX}', '1')
+  redis.call('LTRIM', queue .. '{WAKE_SUFFIX}', 0, 0)
+end
 return 0
 """
 
@@ -86,6 +111,8 @@ class Outcome:
     cron: bool = False
     aborted: bool = False
     failure: bytes | None = None  # a line for the recent-failures list (worker/queue/health.py)
+    gates: bytes = b""  # the concurrency gates the claim gave it (JSON): freed by this outcome
+    priority: int = 0
 
 
 class Completer:
@@ -139,7 +166,7 @@ class Completer:
 
     @staticmethod
     def _fields(outcome: Outcome) -> tuple[str | bytes | int, ...]:
-        """One outcome as FINISH_SCRIPT's eight arguments."""
+        """One outcome as FINISH_SCRIPT's ten arguments."""
         return (
             outcome.kind,
             outcome.job_id,
@@ -149,4 +176,6 @@ class Completer:
             int(outcome.cron),
             int(outcome.aborted),
             outcome.failure or b"",
+            outcome.gates,
+            outcome.priority,
         )

@@ -41,6 +41,7 @@ from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.producer import Producer
 
 if TYPE_CHECKING:
+    from worker.runtime.adaptive import AdaptiveLimit
     from worker.runtime.breaker import PostgresBreaker
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Consumer:
         self.producer = Producer(worker, lease, idle_wait, self.metrics, breaker, self.completer)
         self.executor = self.producer.executor
         self.tasks: list[asyncio.Task[None]] = []
+        self.limiter: AdaptiveLimit | None = None  # WORKER_MAX_JOBS=auto (runtime/adaptive.py)
 
     # ---- what the health record, the endpoint and the metrics read ------------------------------
 
@@ -87,6 +89,11 @@ class Consumer:
     def running(self) -> int:
         """Jobs running now."""
         return self.producer.running
+
+    @property
+    def max_jobs(self) -> int:
+        """The jobs run at once now: WORKER_MAX_JOBS, or the adaptive limit."""
+        return self.producer.max_jobs
 
     @property
     def active(self) -> dict[str, ActiveJob]:

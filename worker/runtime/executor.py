@@ -79,15 +79,19 @@ class Executor:
     async def run(self, claim: Claim, active: ActiveJob) -> None:
         """One claimed job's task: run it, record its outcome, free its slot."""
         job_id = claim.job_id
+        outcome: Outcome | None = None
         try:
-            self.record(await self._execute(claim, active))
+            outcome = await self._execute(claim, active)
         except asyncio.CancelledError:
             self.worker.jobs_retried += 1
             self.metrics.job(active.name or "<unknown>").retried.inc()
-            self.record(Outcome(job_id, "requeue"))
+            outcome = Outcome(job_id, "requeue")
         except Exception:  # a bug here must not lose the job: arq's lease expiry re-runs it
             logger.exception("job %s: the consumer failed to run it", job_id)
         finally:
+            if outcome is not None:  # it frees the gates the claim gave the job
+                outcome.gates, outcome.priority = claim.gates, claim.priority
+                self.record(outcome)
             self.release(job_id, active)
 
     async def _execute(self, claim: Claim, active: ActiveJob) -> Outcome:

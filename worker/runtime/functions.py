@@ -1,4 +1,5 @@
-"""The jobs of ``jobs.registry`` as arq functions, the handlers of bad jobs, and the cron jobs."""
+"""The jobs of ``jobs.registry`` as arq functions, the handlers of bad jobs, and the scheduled
+run of deactivate_inactive_users (the cron jobs themselves: worker/runtime/schedules.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from arq.cron import CronJob, cron
+from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 
 from jobs.context import JobContext
 from jobs.registry import JOBS, JOBS_BY_NAME, JobSpec
 from worker.config import Config
-from worker.core.cron_schedule import parse_schedule
 from worker.queue import codec
 from worker.runtime.execution import execute, poison_job, runtime, unknown_job
 
@@ -73,24 +73,6 @@ async def deactivate_inactive_cron(ctx: JobContext) -> Any:
     seen_before = (datetime.now(UTC) - timedelta(days=days)).isoformat()
     spec = JOBS_BY_NAME["deactivate_inactive_users"]
     return await execute(ctx, spec, [], {"seen_before": seen_before})
-
-
-def cron_jobs(config: Config) -> list[CronJob]:
-    """The scheduled jobs; an empty CRON_DEACTIVATE disables the schedule.
-
-    arq gives each tick a job id of its name and time, so several workers enqueue it once.
-    """
-    if not config.cron_deactivate.strip():
-        return []
-    return [
-        cron(
-            deactivate_inactive_cron,
-            name=cron_name(config, CRON_DEACTIVATE),
-            unique=True,
-            max_tries=ARQ_MAX_TRIES,
-            **parse_schedule(config.cron_deactivate),
-        )
-    ]
 
 
 def secret_fields(specs: Iterable[JobSpec[Any, Any]] = JOBS) -> dict[str, tuple[str, ...]]:

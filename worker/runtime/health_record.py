@@ -148,7 +148,8 @@ class HealthRecord:
             "ready": all(v == "ok" for v in self.checks.values()),
             "checks": self.checks,
             "postgres_breaker": c.breaker.state() if c.breaker is not None else None,
-            "max_jobs": w.max_jobs,
+            "max_jobs": c.max_jobs,  # now: WORKER_MAX_JOBS, or the adaptive limit
+            "concurrency": None if c.limiter is None else c.limiter.as_dict(),
             "running": c.running,
             "complete": w.jobs_complete,
             "failed": w.jobs_failed,

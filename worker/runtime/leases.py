@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.core.clock import now_ms
-from worker.queue.keys import IN_PROGRESS_PREFIX
+from worker.queue.keys import FLOW_PREFIX, IN_PROGRESS_PREFIX, PRIORITY_SPAN
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,19 @@ LEASE_SET_KEY = "lease_set"  # in a job's ctx: the claim already gave the job it
 # KEYS[1] = the queue; ARGV[1] = the lease in ms, ARGV[2] = now in ms, then the job ids. A job whose
 # in-progress key still exists (PEXPIRE never re-creates one arq already deleted) keeps its lease
 # and is due again at the lease's end.
+# A job of priority 1..9 has its entry in the priority set moved on too.
 LEASE_RENEW_SCRIPT = f"""
 local lease_end = tonumber(ARGV[2]) + tonumber(ARGV[1])
+local prio_key = KEYS[1] .. '{FLOW_PREFIX}priority'
+local has_prio = redis.call('EXISTS', prio_key) == 1
 for i = 3, #ARGV do
   if redis.call('PEXPIRE', '{IN_PROGRESS_PREFIX}' .. ARGV[i], ARGV[1]) == 1 then
     redis.call('ZADD', KEYS[1], 'XX', lease_end, ARGV[i])
+    local s = has_prio and redis.call('ZSCORE', prio_key, ARGV[i])
+    if s then
+      local base = math.floor(tonumber(s) / {PRIORITY_SPAN}) * {PRIORITY_SPAN}
+      redis.call('ZADD', prio_key, 'XX', base + lease_end, ARGV[i])
+    end
   end
 end
 return 0

@@ -17,6 +17,7 @@ from worker.core.logs import configure_logging
 from worker.db.budget import BUDGET_KEY, open_pool, transaction_timeouts
 from worker.db.dead_letters import DeadLetterStore
 from worker.queue.connection import install_policy, stop_retrying_on_stop
+from worker.runtime.adaptive import AdaptiveLimit, ceiling
 from worker.runtime.breaker import PostgresBreaker
 from worker.runtime.consumer import Consumer, running_worker
 from worker.runtime.execution import RUNTIME_KEY, Runtime
@@ -74,8 +75,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     pool, config, budget = await open_pool(config, redis)
     ctx[CONFIG_KEY], ctx[BUDGET_KEY] = config, budget
     metrics = WorkerMetrics()  # this process's registry (served on METRICS_PORT)
+    limiter = adaptive_limit(config, budget.left)
     ctx[RESOURCES_KEY] = Resources(
         on_acquire=metrics.observe_acquire,
+        on_release=None if limiter is None else limiter.observe,
         pool=pool,
         acquire_timeout=config.pg_acquire_timeout,
         transaction_timeouts=transaction_timeouts(config),
@@ -106,16 +109,30 @@ async def startup(ctx: dict[str, Any]) -> None:
         consumer = services.consumer = Consumer(
             worker, config.job_lease, config.poll_delay, metrics, breaker
         )
+        if limiter is not None:
+            consumer.limiter = limiter
+            limiter.drive(consumer.producer)
         consumer.start()
         stop_retrying_on_stop(worker, redis_policy, config.redis_socket_timeout)
         services.ops = await start_operations(rt, consumer, pool)
     report_pool_sizing(config)
     logger.info(
-        "postgres pool ready: min %d, max %d connections for max_jobs=%d",
+        "postgres pool ready: min %d, max %d connections for max_jobs=%s",
         config.pool_min_size,
         config.pool_max_size,
-        config.worker_max_jobs,
+        config.worker_max_jobs
+        if limiter is None
+        else f"auto ({limiter.limit} now, {limiter.minimum} to {limiter.maximum})",
     )
+
+
+def adaptive_limit(config: Config, budget_left: int | None) -> AdaptiveLimit | None:
+    """Under WORKER_MAX_JOBS=auto, the limiter: from the pool's size, between WORKER_MAX_JOBS_MIN
+    and WORKER_MAX_JOBS_MAX lowered to what the connection budget leaves this worker."""
+    if not config.adaptive_concurrency:
+        return None
+    top = ceiling(config.max_jobs, budget_left)
+    return AdaptiveLimit(min(config.max_jobs_min, top), top, initial=config.pool_max_size)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -143,8 +160,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def report_pool_sizing(config: Config) -> None:
     """Warn when max_jobs exceeds the pool, with the connection hold time that still avoids timeouts."""
-    jobs, pool = config.worker_max_jobs, config.pool_max_size
-    if jobs <= pool:
+    jobs, pool = config.max_jobs, config.pool_max_size
+    if config.adaptive_concurrency or jobs <= pool:
         return
     rounds = -(-(jobs - pool) // pool)  # waiting jobs are served in this many rounds of `pool`
     budget = config.pg_acquire_timeout / rounds

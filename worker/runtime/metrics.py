@@ -171,6 +171,7 @@ class QueueGauges:
     due: int
     scheduled: int
     oldest_due_age: float
+    blocked: int = 0  # waiting on a flow-control gate (worker/queue/stats.py)
 
 
 class WorkerMetrics:
@@ -203,9 +204,16 @@ class WorkerMetrics:
         )
         self.in_progress = Gauge("worker_jobs_in_progress", "Jobs running now.", registry=r)
         self.max_jobs = Gauge("worker_max_jobs", "Jobs this worker runs at once.", registry=r)
+        self.concurrency_limit = Gauge(
+            "worker_concurrency_limit",
+            "Jobs this worker claims up to now: WORKER_MAX_JOBS, or the adaptive limit under "
+            "WORKER_MAX_JOBS=auto (worker_max_jobs is then its ceiling).",
+            registry=r,
+        )
         self.queue_jobs = Gauge(
             "worker_queue_jobs",
-            "Jobs in the queue: due (waiting or running) or scheduled later.",
+            "Jobs in the queue: due (waiting or running), scheduled later, or blocked (waiting "
+            "on a flow-control limit, rate, pause or lane).",
             ["state"],
             registry=r,
         )
@@ -276,10 +284,13 @@ class WorkerMetrics:
         pool: asyncpg.Pool[asyncpg.Record] | None,
         queue: QueueGauges | None,
         heartbeat_age: float,
+        limit: int | None = None,
     ) -> None:
-        """Set the gauges from the worker's state just before a scrape."""
+        """Set the gauges from the worker's state just before a scrape (``limit``: the adaptive
+        limit, default ``max_jobs``)."""
         self.in_progress.set(running)
         self.max_jobs.set(max_jobs)
+        self.concurrency_limit.set(max_jobs if limit is None else limit)
         self.heartbeat_age.set(heartbeat_age)
         if pool is not None:
             size, idle = pool.get_size(), pool.get_idle_size()
@@ -290,6 +301,7 @@ class WorkerMetrics:
         if queue is not None:
             self.queue_jobs.labels("due").set(queue.due)
             self.queue_jobs.labels("scheduled").set(queue.scheduled)
+            self.queue_jobs.labels("blocked").set(queue.blocked)
             self.oldest_due_age.set(queue.oldest_due_age)
 
     def set_outbox(self, unrelayed: int, oldest_age: float) -> None:

@@ -1,7 +1,8 @@
 """A running worker's operations side: its HTTP endpoint on METRICS_PORT, and its health record in
 Redis (written by ``worker/runtime/health_record.py``, read by ``worker/queue/health.py``):
 
-* ``GET /metrics``: Prometheus metrics (``worker/runtime/metrics.py``), queue gauges read at scrape time;
+* ``GET /metrics``: Prometheus metrics (``worker/runtime/metrics.py``), queue gauges read at scrape time
+  (and the flow-control ones, ``worker/runtime/flow_metrics.py``);
 * ``GET /healthz``: liveness, 200 while the consumer loop makes progress (its heartbeat is younger
   than three HEALTH_CHECK_INTERVALs, or it is draining on shutdown), else 503;
 * ``GET /readyz``: readiness, 200 while PostgreSQL and Redis answer, else 503 with the reason.
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from worker.queue.flow_admin import flow_state
 from worker.queue.stats import queue_stats
+from worker.runtime.flow_metrics import MAX_GATES, MAX_SCAN, FlowGauges
 from worker.runtime.health_record import PROBE_TIMEOUT, HealthRecord
 from worker.runtime.http_head import MAX_LINE, HeadRefused, discard_rest, read_head
 from worker.runtime.metrics import CONTENT_TYPE, QueueGauges
@@ -47,6 +50,7 @@ class Operations:
         self.consumer = health.consumer
         self.redis = health.redis
         self.metrics = health.metrics
+        self.flow_gauges = FlowGauges(self.metrics.registry)  # worker/runtime/flow_metrics.py
         self.server: asyncio.Server | None = None
         self.port: int | None = None
 
@@ -87,7 +91,12 @@ class Operations:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 stats = await queue_stats(self.redis, self.config.queue_name, self.config.job_lease)
-            queue = QueueGauges(stats.due, stats.scheduled, stats.oldest_waiting_age)
+            queue = QueueGauges(stats.due, stats.scheduled, stats.oldest_waiting_age, stats.blocked)
+            async with asyncio.timeout(PROBE_TIMEOUT):  # pauses and limits, bounded
+                flow = await flow_state(
+                    self.redis, self.config.queue_name, max_gates=MAX_GATES, max_scan=MAX_SCAN
+                )
+            self.flow_gauges.set(flow)
         except (RedisError, OSError, TimeoutError):
             self.metrics.redis_error("metrics")
         self.metrics.set_state(
@@ -96,6 +105,7 @@ class Operations:
             self.health.pool,
             queue,
             self.health.heartbeat_age(),
+            limit=self.consumer.max_jobs,
         )
         return self.metrics.exposition()
 

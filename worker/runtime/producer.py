@@ -56,6 +56,7 @@ class Producer:
         self.idle_wait = idle_wait
         self.claimer = Claimer(self.redis, self.queue, self.lease_ms)
         self.running = 0
+        self.max_jobs = worker.max_jobs  # or the adaptive limit's (worker/runtime/adaptive.py)
         self.accepting = True
         self.slot_free = asyncio.Event()
         self.serial = 0
@@ -73,7 +74,7 @@ class Producer:
         """Jobs to claim now: the free slots, none while PostgreSQL is unreachable."""
         if self.breaker is not None and self.breaker.open:
             return 0
-        return self.worker.max_jobs - self.running
+        return self.max_jobs - self.running
 
     def _wake(self) -> None:
         self.slot_free.set()

@@ -9,8 +9,9 @@ result) as duplicates, which count as relayed: nothing runs twice. A row that is
 worker knows, or whose arguments its model refuses, becomes a dead letter (``outbox-invalid``) in
 the same transaction and the rest of the batch goes on. The relay wakes on ``NOTIFY job_outbox``
 over a direct connection of its own, and polls every OUTBOX_POLL_INTERVAL; behind a transaction
-pooler (PG_TRANSACTION_POOLING, no LISTEN) it only polls. An error of either service is logged,
-backed off and retried.
+pooler (PG_TRANSACTION_POOLING, no LISTEN) it only polls. A lost LISTEN connection is opened again
+at once (then, while that fails, every BACKOFF_MAX at the relay's next round). An error of either
+service is logged, backed off and retried.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 
 from jobs.errors import InvalidJobArguments
 from jobs.registry import JobSpec
+from pgpool_client.flow import render
 from worker.config import Config
 from worker.db import outbox
 from worker.db.dead_letters import INSERT as INSERT_DEAD_LETTER
@@ -41,7 +43,7 @@ from worker.runtime.metrics import WorkerMetrics
 logger = logging.getLogger(__name__)
 
 OUTBOX_INVALID = "outbox-invalid"  # the dead letters' reason for a row that is no valid job
-BATCH_SIZE = 500
+BATCH_SIZE = 1000  # one enqueue script call per batch (the client's chunk)
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 PRUNE_INTERVAL = 60.0
 DEPTH_INTERVAL = 1.0  # the depth gauges are refreshed at most this often
@@ -113,7 +115,7 @@ class OutboxRelay:
                 job = {"f": row.function, "a": [], "k": row.args}
                 problem = self._problem(row)
                 if problem is None:
-                    valid.append((row, job))
+                    valid.append((row, self._with_flow(row, job)))
                     continue
                 invalid += 1
                 await self._dead_letter(conn, row, job, problem)
@@ -136,6 +138,15 @@ class OutboxRelay:
         except InvalidJobArguments as exc:
             return type(exc).__name__, str(exc)
         return None
+
+    def _with_flow(self, row: outbox.OutboxRow, job: dict[str, Any]) -> dict[str, Any]:
+        """``job`` with the flow control its job declares (its payload's ``"flow"``), rendered from
+        the row's arguments as the Python client renders it."""
+        spec = self.specs[row.function]
+        if spec.flow is None:
+            return job
+        flow = render(spec.flow, spec.parse((), row.args, strict=True))
+        return {**job, "flow": flow} if flow else job
 
     async def _dead_letter(
         self, conn: Any, row: outbox.OutboxRow, job: dict[str, Any], problem: tuple[str, str]
@@ -245,6 +256,9 @@ class OutboxRelay:
 
     def _listener_lost(self, conn: object) -> None:
         self._listener = None
+        # Listen again at once (one attempt, then the usual backoff), not after the poll: the
+        # backoff of the last attempt may still run if this connection was young.
+        self._next_listen = 0.0
         self._wake.set()  # a notification may have been lost with it: look now
 
     async def _close_listener(self) -> None:

@@ -2,8 +2,8 @@
 
 Writes ``clients/node/src/jobs.ts`` (an interface for every job's arguments, from its argument
 model's JSON schema, as ``python -m worker jobs`` prints it; an interface for every result, from the
-job function's return annotation; the argument schemas the client validates against; a typed
-method per job) and ``clients/node/src/wire.ts`` (the Redis key prefixes and the very Lua enqueue
+job function's return annotation; the argument schemas the client validates against; each job's
+flow-control declaration, as ``python -m worker jobs`` prints it; a typed method per job) and ``clients/node/src/wire.ts`` (the Redis key prefixes and the very Lua enqueue
 scripts of ``worker/queue/enqueue.py``). Both files are committed;
 ``tests/acceptance/test_node_client.py`` regenerates them and fails when they drift.
 
@@ -27,8 +27,10 @@ sys.path.insert(0, str(ROOT))
 from arq.constants import expires_extra_ms
 
 from jobs.registry import JOBS, JobSpec
+from worker.ops.jobs_cli import flow_declaration
 from worker.queue.enqueue import ENQUEUE_MANY_SCRIPT, ENQUEUE_SCRIPT
 from worker.queue.keys import (
+    BLOCKED_SCORE,
     IN_PROGRESS_PREFIX,
     JOB_PREFIX,
     RESULT_PREFIX,
@@ -134,6 +136,7 @@ def jobs_ts() -> str:
             results[spec.name] = emit.ts_type(schema, schema.get("$defs", {}), argument=False)
     names = [spec.name for spec in JOBS]
     out = [HEADER.format(source="jobs/registry.py and jobs/models.py")]
+    out.append('import type { FlowDeclaration } from "./flow.js";\n')
     out.append('import type { EnqueueOptions, Job } from "./job.js";\n')
     out.append('import type { JsonSchema } from "./validate.js";\n\n')
     out.extend(text + "\n" for text in emit.interfaces.values())
@@ -150,6 +153,12 @@ def jobs_ts() -> str:
     out.append("/** Each job's argument JSON schema (`python -m worker jobs`). */\n")
     out.append("export const ARGUMENT_SCHEMAS: Record<JobName, JsonSchema> = ")
     out.append(json.dumps(schemas, indent=2) + ";\n\n")
+    flows = {s.name: flow_declaration(s.flow) for s in JOBS}
+    out.append(
+        "/** Each job's flow-control declaration (`python -m worker jobs`), null for none. */\n"
+    )
+    out.append("export const FLOWS: Record<JobName, FlowDeclaration | null> = ")
+    out.append(json.dumps(flows, indent=2) + ";\n\n")
     out.append("/** A typed enqueue method per job (`client.getUser({ user_id: 42 })`). */\n")
     out.append("export abstract class TypedJobs {\n")
     out.append("  abstract enqueue<N extends JobName>(\n    name: N,\n    args: JobArguments[N],\n")
@@ -189,12 +198,15 @@ def wire_ts() -> str:
         + "/** The list a producer pushes to after enqueueing, to wake an idle consumer. */\n"
         + f"export const WAKE_SUFFIX = {json.dumps(suffix)};\n"
         + "/** A job not started this long (ms) after its score is dropped (arq's rule). */\n"
-        + f"export const EXPIRES_EXTRA_MS = {expires_extra_ms};\n\n"
+        + f"export const EXPIRES_EXTRA_MS = {expires_extra_ms};\n"
+        + "/** The queue score of a job held back by flow control (it waits on a gate: queued). */\n"
+        + f"export const BLOCKED_SCORE = {BLOCKED_SCORE};\n\n"
         + "/** KEYS: arq:job:<id>, arq:result:<id>, the queue; ARGV: payload, expiry (ms), score\n"
-        + " * (ms), job id. 1 if added, 0 if the id is queued, running or has a kept result. */\n"
+        + " * (ms), job id, priority (0-9), fairness key ('' for none), now (ms). 1 if added, 0 if\n"
+        + " * the id is queued, running or has a kept result. */\n"
         + f"export const ENQUEUE_SCRIPT = {lua(ENQUEUE_SCRIPT)};\n\n"
-        + "/** KEYS: the queue; ARGV: expiry (ms), score (ms), then a job id and its payload per\n"
-        + " * job. One 1/0 (added/taken) per job. */\n"
+        + "/** KEYS: the queue; ARGV: expiry (ms), score (ms), then per job: its id, payload,\n"
+        + " * priority (0-9) and fairness key ('' for none). One 1/0 (added/taken) per job. */\n"
         + f"export const ENQUEUE_MANY_SCRIPT = {lua(ENQUEUE_MANY_SCRIPT)};\n"
     )
 

@@ -25,8 +25,10 @@ import {
   type JobStatus,
   type ResultOptions,
 } from "./job.js";
+import { renderFlow, type PayloadFlow } from "./flow.js";
 import {
   ARGUMENT_SCHEMAS,
+  FLOWS,
   JOB_NAMES,
   TypedJobs,
   type JobArguments,
@@ -35,6 +37,7 @@ import {
 } from "./jobs.js";
 import { checkArguments, toWire } from "./validate.js";
 import {
+  BLOCKED_SCORE,
   ENQUEUE_MANY_SCRIPT,
   ENQUEUE_SCRIPT,
   EXPIRES_EXTRA_MS,
@@ -54,6 +57,9 @@ declare module "ioredis" {
       expiresMs: string,
       score: string,
       jobId: string,
+      priority: string,
+      fair: string,
+      now: string,
     ): Result<number, Context>;
     pgwEnqueueMany(queue: string, ...args: string[]): Result<number[], Context>;
   }
@@ -138,18 +144,18 @@ export class JobClient extends TypedJobs implements JobReader {
   }
 
   /** Check the arguments against the job's schema, then enqueue it; returns its handle. Throws
-   * UnknownJob, InvalidJobArguments (nothing sent) or DuplicateJob. */
+   * UnknownJob, InvalidJobArguments (nothing sent), WorkerError (a bad option) or DuplicateJob. */
   async enqueue<N extends JobName>(
     name: N,
     args: JobArguments[N],
     options: EnqueueOptions = {},
   ): Promise<Job<JobResults[N]>> {
-    const kwargs = this.wireArguments(name, args, options.validate);
+    const { kwargs, flow } = this.wireArguments(name, args, options.validate, options.priority);
     const jobId = options.jobId ?? newJobId();
     checkJobId(jobId);
     const defer = deferMs(options);
     const enqueued = Date.now();
-    const payload = JSON.stringify({ t: null, f: name, a: [], k: kwargs, et: enqueued });
+    const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued));
     const pipe = this.redis.pipeline();
     pipe.pgwEnqueue(
       JOB_PREFIX + jobId,
@@ -159,6 +165,9 @@ export class JobClient extends TypedJobs implements JobReader {
       String(defer + EXPIRES_EXTRA_MS),
       String(enqueued + defer),
       jobId,
+      String(flow.priority ?? 0),
+      flow.fair ?? "",
+      String(enqueued),
     );
     this.wake(pipe);
     const [added] = await execute(pipe);
@@ -176,7 +185,9 @@ export class JobClient extends TypedJobs implements JobReader {
     argsList: Iterable<JobArguments[N]>,
     options: EnqueueManyOptions = {},
   ): Promise<(Job<JobResults[N]> | null)[]> {
-    const all = [...argsList].map((args) => this.wireArguments(name, args, options.validate));
+    const all = [...argsList].map((args) =>
+      this.wireArguments(name, args, options.validate, options.priority),
+    );
     const ids = options.jobIds ? [...options.jobIds] : all.map(() => newJobId());
     if (ids.length !== all.length) {
       throw new WorkerError(`${ids.length} job ids for ${all.length} jobs`);
@@ -191,8 +202,9 @@ export class JobClient extends TypedJobs implements JobReader {
       const enqueued = Date.now();
       const argv: string[] = [];
       for (let i = start; i < Math.min(start + chunk, all.length); i++) {
-        const k = all[i];
-        argv.push(ids[i]!, JSON.stringify({ t: null, f: name, a: [], k, et: enqueued }));
+        const { kwargs, flow } = all[i]!;
+        const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued));
+        argv.push(ids[i]!, payload, String(flow.priority ?? 0), flow.fair ?? "");
       }
       const pipe = this.redis.pipeline();
       pipe.pgwEnqueueMany(this.queueName, String(EXPIRES_EXTRA_MS), String(enqueued), ...argv);
@@ -242,22 +254,36 @@ export class JobClient extends TypedJobs implements JobReader {
     if (done === 1) return "complete";
     if (running === 1) return "in_progress";
     if (score === null || score === undefined) return "not_found";
+    if (Number(score) === BLOCKED_SCORE) return "queued"; // waiting on a flow-control gate
     return Number(score) > Date.now() ? "deferred" : "queued";
   }
 
-  private wireArguments(name: string, args: unknown, validate = true): unknown {
+  /** The arguments as they go on the wire and the job's "flow" rendered from them (its declared
+   * limits, fairness key and priority, `priority` overriding the declared one). */
+  private wireArguments(
+    name: string,
+    args: unknown,
+    validate = true,
+    priority?: number,
+  ): { kwargs: unknown; flow: PayloadFlow } {
     const schema = (ARGUMENT_SCHEMAS as Record<string, (typeof ARGUMENT_SCHEMAS)[JobName]>)[name];
     if (schema === undefined) {
       throw new UnknownJob(name, JOB_NAMES);
     }
-    if (!validate) {
-      return toWire(args);
+    let kwargs: unknown;
+    if (validate) {
+      const { value, problems } = checkArguments(schema, args ?? {});
+      if (problems.length > 0) {
+        throw new InvalidJobArguments(name, problems.join("; "));
+      }
+      kwargs = value;
+    } else {
+      kwargs = toWire(args);
     }
-    const { value, problems } = checkArguments(schema, args ?? {});
-    if (problems.length > 0) {
-      throw new InvalidJobArguments(name, problems.join("; "));
-    }
-    return value;
+    const declared = (FLOWS as Record<string, (typeof FLOWS)[JobName]>)[name] ?? null;
+    const values = typeof kwargs === "object" && kwargs !== null ? kwargs : {};
+    const flow = renderFlow(declared, values as Record<string, unknown>, priority, schema);
+    return { kwargs, flow };
   }
 
   private wake(pipe: ChainableCommander): void {
@@ -265,6 +291,12 @@ export class JobClient extends TypedJobs implements JobReader {
     pipe.lpush(key, "1");
     pipe.ltrim(key, 0, 0);
   }
+}
+
+/** A job's payload: arq's fields and, when the job has any, its "flow" (docs/wire-format.md). */
+function payloadOf(name: string, kwargs: unknown, flow: PayloadFlow, enqueued: number): object {
+  const payload = { t: null, f: name, a: [], k: kwargs, et: enqueued };
+  return Object.keys(flow).length > 0 ? { ...payload, flow } : payload;
 }
 
 /** A random job id: a uuid4 in hex, as the Python client makes them. */

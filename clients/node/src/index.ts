@@ -27,5 +27,15 @@ export {
   type JobStatus,
   type ResultOptions,
 } from "./job.js";
+export {
+  MAX_KEY,
+  MAX_PRIORITY,
+  checkPriority,
+  renderFlow,
+  type ConcurrencyDeclaration,
+  type FlowDeclaration,
+  type PayloadFlow,
+  type RateDeclaration,
+} from "./flow.js";
 export * from "./jobs.js";
 export { checkArguments, type JsonSchema } from "./validate.js";

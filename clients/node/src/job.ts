@@ -12,6 +12,8 @@ export interface EnqueueOptions {
   deferMs?: number;
   /** Start no sooner than this moment. */
   deferUntil?: Date;
+  /** 0-9, higher first among due jobs (default: the job's declared priority, else 0). */
+  priority?: number;
   /** false: send the arguments unchecked (the worker still validates them: a job that does not
    * fit ends with an InvalidJobArguments result). Default true. */
   validate?: boolean;
@@ -23,6 +25,8 @@ export interface EnqueueManyOptions {
   jobIds?: readonly string[];
   /** Jobs per script call, each one round trip (default 1000). */
   chunk?: number;
+  /** As in EnqueueOptions, for every one of them. */
+  priority?: number;
   /** As in EnqueueOptions; default true. */
   validate?: boolean;
 }

@@ -11,27 +11,72 @@ export const IN_PROGRESS_PREFIX = "arq:in-progress:";
 export const WAKE_SUFFIX = ":wake";
 /** A job not started this long (ms) after its score is dropped (arq's rule). */
 export const EXPIRES_EXTRA_MS = 86400000;
+/** The queue score of a job held back by flow control (it waits on a gate: queued). */
+export const BLOCKED_SCORE = 1125899906842624;
 
 /** KEYS: arq:job:<id>, arq:result:<id>, the queue; ARGV: payload, expiry (ms), score
- * (ms), job id. 1 if added, 0 if the id is queued, running or has a kept result. */
+ * (ms), job id, priority (0-9), fairness key ('' for none), now (ms). 1 if added, 0 if
+ * the id is queued, running or has a kept result. */
 export const ENQUEUE_SCRIPT = `
+local function place(queue, id, score, p, fair, ttl, now)
+  if fair ~= '' then
+    local head_key = queue .. ':flow:lane-head:' .. fair
+    local head = redis.call('GET', head_key)
+    if head and head ~= id and redis.call('ZSCORE', queue, head) then
+      redis.call('ZADD', queue .. ':flow:blocked:l:' .. fair, (9 - p) * 2199023255552 + score, id)
+      redis.call('ZADD', queue, 1125899906842624, id)
+      redis.call('ZADD', queue .. ':flow:due', 'NX', now + 5000, 'l:' .. fair)
+      return
+    end
+    redis.call('SET', head_key, id, 'PX', ttl)
+  end
+  redis.call('ZADD', queue, score, id)
+  if p > 0 then
+    redis.call('ZADD', queue .. ':flow:priority', (9 - p) * 2199023255552 + score, id)
+  end
+end
+
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+place(KEYS[3], ARGV[4], tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[6], ARGV[2], tonumber(ARGV[7]))
 return 1
 `;
 
-/** KEYS: the queue; ARGV: expiry (ms), score (ms), then a job id and its payload per
- * job. One 1/0 (added/taken) per job. */
+/** KEYS: the queue; ARGV: expiry (ms), score (ms), then per job: its id, payload,
+ * priority (0-9) and fairness key ('' for none). One 1/0 (added/taken) per job. */
 export const ENQUEUE_MANY_SCRIPT = `
+local function place(queue, id, score, p, fair, ttl, now)
+  if fair ~= '' then
+    local head_key = queue .. ':flow:lane-head:' .. fair
+    local head = redis.call('GET', head_key)
+    if head and head ~= id and redis.call('ZSCORE', queue, head) then
+      redis.call('ZADD', queue .. ':flow:blocked:l:' .. fair, (9 - p) * 2199023255552 + score, id)
+      redis.call('ZADD', queue, 1125899906842624, id)
+      redis.call('ZADD', queue .. ':flow:due', 'NX', now + 5000, 'l:' .. fair)
+      return
+    end
+    redis.call('SET', head_key, id, 'PX', ttl)
+  end
+  redis.call('ZADD', queue, score, id)
+  if p > 0 then
+    redis.call('ZADD', queue .. ':flow:priority', (9 - p) * 2199023255552 + score, id)
+  end
+end
+
 local added = {}
-for i = 3, #ARGV, 2 do
+local score = tonumber(ARGV[2])
+for i = 3, #ARGV, 4 do
   local id = ARGV[i]
   if redis.call('EXISTS', 'arq:job:' .. id, 'arq:result:' .. id) > 0 then
     added[#added + 1] = 0
   else
     redis.call('PSETEX', 'arq:job:' .. id, ARGV[1], ARGV[i + 1])
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    local p, fair = tonumber(ARGV[i + 2]), ARGV[i + 3]
+    if p == 0 and fair == '' then
+      redis.call('ZADD', KEYS[1], score, id)
+    else
+      place(KEYS[1], id, score, p, fair, ARGV[1], score)
+    end
     added[#added + 1] = 1
   end
 end

@@ -7,15 +7,19 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
 import {
+  ARGUMENT_SCHEMAS,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DuplicateJob,
+  FLOWS,
   InvalidJobArguments,
   JobClient,
   JobFailed,
   RedisUnavailable,
   ResultNotFound,
   UnknownJob,
+  WorkerError,
   newJobId,
+  renderFlow,
 } from "pgpool-worker-client";
 
 const REDIS_URL = process.env.REDIS_URL;
@@ -37,6 +41,8 @@ before(async () => {
 after(async () => {
   const keys = await idle.redis.zrange(idleQueue, 0, -1);
   await idle.redis.del(idleQueue, `${idleQueue}:wake`, ...keys.map((id) => `arq:job:${id}`));
+  const flow = ["priority", "due", "lane-head:false", "lane-head:true", "blocked:l:false"];
+  await idle.redis.del(...flow.map((key) => `${idleQueue}:flow:${key}`)); // the flow tests' keys
   await client.close();
   await idle.close();
 });
@@ -200,6 +206,118 @@ describe("status and the wire", () => {
     const ttl = await idle.redis.pttl(`arq:job:${job.id}`);
     assert.ok(ttl > 86_000_000 && ttl <= 86_400_000);
     assert.deepEqual(await idle.redis.lrange(`${idleQueue}:wake`, 0, -1), ["1"]);
+  });
+});
+
+describe("flow control (docs/wire-format.md, Flow control)", () => {
+  const PRIORITY_SPAN = 2 ** 41;
+  const BLOCKED_SCORE = 2 ** 50;
+  const heavy = { concurrency: [{ name: "heavy-db", key: "", max: 20 }] };
+
+  test("the registry's declarations are generated; count_users carries its flow", async () => {
+    assert.deepEqual(FLOWS.count_users.concurrency, [{ name: "heavy-db", max: 20, key: null }]);
+    assert.equal(FLOWS.get_user, null);
+    const job = await idle.countUsers({ active: true });
+    const payload = JSON.parse(await idle.redis.get(`arq:job:${job.id}`));
+    assert.deepEqual(payload.flow, heavy);
+    assert.equal(Number(await idle.redis.zscore(idleQueue, job.id)), payload.et);
+    assert.equal(await idle.redis.zscore(`${idleQueue}:flow:priority`, job.id), null);
+    const plain = await idle.getUser({ user_id: 1 });
+    assert.ok(!("flow" in JSON.parse(await idle.redis.get(`arq:job:${plain.id}`))));
+  });
+
+  test("a priority job goes in the priority set, with its priority in the flow", async () => {
+    const job = await idle.countUsers({}, { priority: 7 });
+    const payload = JSON.parse(await idle.redis.get(`arq:job:${job.id}`));
+    assert.deepEqual(payload.flow, { ...heavy, priority: 7 });
+    const score = Number(await idle.redis.zscore(`${idleQueue}:flow:priority`, job.id));
+    assert.equal(score, 2 * PRIORITY_SPAN + payload.et);
+    const many = await idle.enqueueMany("get_user", [{ user_id: 1 }, { user_id: 2 }], {
+      priority: 9,
+    });
+    for (const one of many) {
+      const flow = JSON.parse(await idle.redis.get(`arq:job:${one.id}`)).flow;
+      assert.deepEqual(flow, { priority: 9 });
+      assert.notEqual(await idle.redis.zscore(`${idleQueue}:flow:priority`, one.id), null);
+    }
+  });
+
+  test("a priority job runs on the worker", async () => {
+    const job = await client.countUsers({}, { priority: 9 });
+    assert.equal((await job.result(WAIT)).count, 31);
+  });
+
+  test("a bad priority is refused before anything is sent", async () => {
+    const jobId = newJobId();
+    for (const priority of [10, -1, 1.5, "3"]) {
+      await assert.rejects(idle.countUsers({}, { jobId, priority }), (error) => {
+        assert.ok(error instanceof WorkerError);
+        assert.match(error.message, /priority must be an integer from 0 to 9/);
+        return true;
+      });
+    }
+    await assert.rejects(idle.enqueueMany("get_user", [{ user_id: 1 }], { priority: 12 }));
+    assert.equal(await idle.status(jobId), "not_found");
+  });
+
+  test("a fairness job goes in its tenant's lane while the tenant has a job queued", async () => {
+    // No registry job declares a fairness key: count_users declares one (its `active`) here.
+    const declared = FLOWS.count_users;
+    FLOWS.count_users = { ...declared, fair: "active" };
+    try {
+      const first = await idle.countUsers({ active: false });
+      const second = await idle.countUsers({ active: false });
+      const other = await idle.countUsers({ active: true });
+      const flow = JSON.parse(await idle.redis.get(`arq:job:${second.id}`)).flow;
+      assert.deepEqual(flow, { ...heavy, fair: "false" }); // a boolean key: JSON's text
+      assert.equal(await idle.redis.get(`${idleQueue}:flow:lane-head:false`), first.id);
+      assert.equal(Number(await idle.redis.zscore(idleQueue, second.id)), BLOCKED_SCORE);
+      const lane = await idle.redis.zrange(`${idleQueue}:flow:blocked:l:false`, 0, -1);
+      assert.deepEqual(lane, [second.id]);
+      assert.ok(Number(await idle.redis.zscore(idleQueue, other.id)) < BLOCKED_SCORE);
+      assert.equal(await idle.redis.get(`${idleQueue}:flow:lane-head:true`), other.id);
+      assert.equal(await idle.status(second.id), "queued");
+    } finally {
+      FLOWS.count_users = declared;
+    }
+  });
+
+  test("renderFlow: keys from the arguments, rates, fairness, defaults, limits", () => {
+    const declaration = {
+      concurrency: [
+        { name: "per-user", max: 1, key: "user_id" },
+        { name: "all", max: 5, key: null },
+      ],
+      rates: [{ name: "partner-api", limit: 14, per: 0.0025, burst: 2, key: "field" }],
+      fair: "tenant",
+      priority: 3,
+    };
+    const schema = {
+      properties: {
+        user_id: { type: "integer" },
+        tenant: { anyOf: [{ type: "string" }, { type: "null" }], default: null },
+        field: { enum: ["email", "name"], type: "string", default: "email" },
+        at: { type: "string", format: "date-time" },
+      },
+    };
+    const args = { user_id: 7, tenant: "t".repeat(199) + "\u{1F600}x" };
+    assert.deepEqual(renderFlow(declaration, args, undefined, schema), {
+      concurrency: [
+        { name: "per-user", key: "7", max: 1 },
+        { name: "all", key: "", max: 5 },
+      ],
+      rate: [{ name: "partner-api", key: "email", limit: 14, per_ms: 2, burst: 2 }],
+      fair: "t".repeat(199) + "\u{1F600}", // 200 characters (code points)
+      priority: 3,
+    });
+    const noTenant = renderFlow(declaration, { user_id: 7, tenant: null }, 0, schema);
+    assert.ok(!("fair" in noTenant) && !("priority" in noTenant));
+    const flag = { ...declaration, concurrency: [{ name: "flag", max: 1, key: "tenant" }] };
+    assert.equal(renderFlow(flag, { tenant: true }, null, schema).concurrency[0].key, "true");
+    assert.throws(() => renderFlow(flag, { tenant: { a: 1 } }, null, schema), WorkerError);
+    assert.deepEqual(renderFlow(null, {}, undefined, ARGUMENT_SCHEMAS.get_user), {});
+    assert.deepEqual(renderFlow(null, {}, 4), { priority: 4 });
+    assert.throws(() => renderFlow(declaration, {}, 10, schema), WorkerError);
   });
 });
 
