@@ -43,7 +43,7 @@ from bench.common import (
     say,
 )
 from bench.database import prepare
-from bench.options import Options
+from bench.options import Options, section_options
 from bench.options import parser as bench_parser
 from bench.procs import Monitored, child_env
 from bench.systems import BenchError, Target, ours_bulk_enqueue, summarize
@@ -214,25 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def options(args: argparse.Namespace, workdir: Path) -> Options:
-    quick = bool(args.quick)
-    return Options(
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        rounds=max(args.rounds, 1),
-        quick=quick,
-        users=2_000 if quick else 100_000,
-        jobs=args.jobs or (300 if quick else 10_000),
-        concurrencies=(),
-        connect_concurrencies=(),
-        limit_seconds=0,
-        connect_seconds=0,
-        latency_rate=0,
-        latency_seconds=0,
-        idle_seconds=0,
-        enqueue_jobs=0,
-        workdir=workdir,
-        output=args.output,
-    )
+    return section_options(args, workdir, jobs=args.jobs or (300 if args.quick else 10_000))
 
 
 def main(argv: list[str] | None = None) -> int:

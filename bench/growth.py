@@ -41,7 +41,7 @@ from bench.common import (
 )
 from bench.database import BenchDatabase, prepare
 from bench.growth_report import sizes_label
-from bench.options import Options
+from bench.options import Options, section_options
 from bench.options import parser as bench_parser
 from bench.probes import limit
 from bench.procs import postgres_cpu_seconds
@@ -313,25 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def options(args: argparse.Namespace, workdir: Path) -> Options:
-    quick = bool(args.quick)
-    return Options(
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        rounds=max(args.rounds, 1),
-        quick=quick,
-        users=2_000 if quick else 100_000,
-        jobs=0,
-        concurrencies=(),
-        connect_concurrencies=(),
-        limit_seconds=1.0 if quick else 4.0,
-        connect_seconds=0,
-        latency_rate=0,
-        latency_seconds=0,
-        idle_seconds=0,
-        enqueue_jobs=0,
-        workdir=workdir,
-        output=args.output,
-    )
+    return section_options(args, workdir, limit_seconds=1.0 if args.quick else 4.0)
 
 
 def main(argv: list[str] | None = None) -> int:

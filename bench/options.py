@@ -67,3 +67,29 @@ def parser(prog: str, description: str | None, quick: str, output: str) -> argpa
     found.add_argument("--redis-url", default=redis_url, help="the bench's Redis logical db")
     found.add_argument("--output", type=Path, help=f"write {output} here instead")
     return found
+
+
+def section_options(
+    args: argparse.Namespace, workdir: Path, jobs: int = 0, limit_seconds: float = 0.0
+) -> Options:
+    """Options of a bench section that runs its own drains (growth, flow, adaptive): the command
+    line's URLs, rounds and --quick, every phase of the main bench off."""
+    quick = bool(args.quick)
+    return Options(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        rounds=max(args.rounds, 1),
+        quick=quick,
+        users=2_000 if quick else 100_000,
+        jobs=jobs,
+        concurrencies=(),
+        connect_concurrencies=(),
+        limit_seconds=limit_seconds,
+        connect_seconds=0,
+        latency_rate=0,
+        latency_seconds=0,
+        idle_seconds=0,
+        enqueue_jobs=0,
+        workdir=workdir,
+        output=args.output,
+    )

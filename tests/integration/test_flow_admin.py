@@ -13,7 +13,7 @@ from pgpool_client.handle import JobHandle, JobStatus
 from tests.integration.test_flow_claims import LEASE_MS, claim, finish, ids, job
 from worker.config import Config
 from worker.ops.inspect_cli import inspect_job, job_status
-from worker.queue import flow_admin
+from worker.queue import flow_admin, flow_usage
 from worker.queue.enqueue import enqueue_many
 from worker.queue.keys import BLOCKED_SCORE, blocked_index_key, limits_key, paused_key
 from worker.queue.stats import queue_stats
@@ -22,7 +22,7 @@ from worker.runtime.claims import Claimer
 pytestmark = pytest.mark.integration
 
 
-def limit_of(state: flow_admin.FlowState, name: str) -> flow_admin.LimitUse:
+def limit_of(state: flow_usage.FlowState, name: str) -> flow_usage.LimitUse:
     return next(u for u in state.limits if u.name == name)
 
 
@@ -46,7 +46,7 @@ async def test_a_paused_name_waits_queued_and_blocked_and_resume_runs_every_job(
     info = await inspect_job(config, arq_redis, paused[0])
     assert info["status"] == "queued" and info["blocked_on"] == ["p:count_users"]
     assert info["due_at"] is None
-    state = await flow_admin.flow_state(arq_redis, q)
+    state = await flow_usage.flow_state(arq_redis, q)
     assert state.paused == ["count_users"] and state.paused_waiting == {"count_users": 5}
 
     assert await flow_admin.resume(arq_redis, q, ["count_users"]) == []
@@ -88,7 +88,7 @@ async def test_a_limit_set_at_run_time_lets_waiting_jobs_go_and_clear_restores_t
     claimer = Claimer(arq_redis, q, LEASE_MS)
     first, _ = await claim(claimer, 10)
     assert [c.job_id for c in first] == job_ids[:1]
-    heavy = limit_of(await flow_admin.flow_state(arq_redis, q), "heavy-db")
+    heavy = limit_of(await flow_usage.flow_state(arq_redis, q), "heavy-db")
     assert (heavy.in_use, heavy.blocked, heavy.gates) == (1, 5, 1)
     assert heavy.declared == {"max": 20} and heavy.jobs == ["search_users", "count_users"]
 
@@ -96,19 +96,19 @@ async def test_a_limit_set_at_run_time_lets_waiting_jobs_go_and_clear_restores_t
     assert await arq_redis.hget(limits_key(q), "heavy-db") == b'{"max": 3}'  # type: ignore[misc]
     second, _ = await claim(claimer, 10)
     assert [c.job_id for c in second] == job_ids[1:3]  # two more slots, no outcome needed
-    heavy = limit_of(await flow_admin.flow_state(arq_redis, q), "heavy-db")
+    heavy = limit_of(await flow_usage.flow_state(arq_redis, q), "heavy-db")
     assert (heavy.in_use, heavy.blocked, heavy.override) == (3, 3, {"max": 3})
 
     # 0: an emergency brake; the jobs that finish free slots nobody takes.
     await flow_admin.set_limit(arq_redis, q, "heavy-db", {"max": 0})
     await finish(arq_redis, q, [*first, *second])
     assert (await claim(claimer, 10))[0] == []
-    heavy = limit_of(await flow_admin.flow_state(arq_redis, q), "heavy-db")
+    heavy = limit_of(await flow_usage.flow_state(arq_redis, q), "heavy-db")
     assert (heavy.in_use, heavy.blocked) == (0, 3)
     # Cleared: the payloads' own max (1) holds again.
     await flow_admin.clear_limit(arq_redis, q, "heavy-db")
     assert [c.job_id for c in (await claim(claimer, 10))[0]] == job_ids[3:4]
-    assert limit_of(await flow_admin.flow_state(arq_redis, q), "heavy-db").override is None
+    assert limit_of(await flow_usage.flow_state(arq_redis, q), "heavy-db").override is None
 
 
 async def test_use_sums_every_key_of_a_limit_and_counts_only_live_holders(
@@ -125,7 +125,7 @@ async def test_use_sums_every_key_of_a_limit_and_counts_only_live_holders(
     claimer = Claimer(arq_redis, q, LEASE_MS)
     now = int(time.time() * 1000)
     assert len((await claim(claimer, 10, now))[0]) == 3  # one per key
-    use = limit_of(await flow_admin.flow_state(arq_redis, q), "per-user")
+    use = limit_of(await flow_usage.flow_state(arq_redis, q), "per-user")
     # Keys 8 and 9 never blocked: their gates are found by the SCAN, not the gates hash.
     assert (use.kind, use.in_use, use.blocked, use.gates, use.declared) == (
         "concurrency",
@@ -137,10 +137,10 @@ async def test_use_sums_every_key_of_a_limit_and_counts_only_live_holders(
     # A holder whose worker died (no lease key) and whose lease has passed holds nothing.
     await arq_redis.delete(f"arq:in-progress:{eight[0]}")
     await arq_redis.zadd(f"{q}:flow:gate:c:per-user:8", {eight[0]: now - 1})
-    use = limit_of(await flow_admin.flow_state(arq_redis, q), "per-user")
+    use = limit_of(await flow_usage.flow_state(arq_redis, q), "per-user")
     assert use.in_use == 2
     # Bounded: past max_gates the sums cover the gates read and say so.
-    state = await flow_admin.flow_state(arq_redis, q, max_gates=1)
+    state = await flow_usage.flow_state(arq_redis, q, max_gates=1)
     assert not state.complete
 
 
@@ -153,9 +153,9 @@ async def test_a_rates_waiting_jobs_are_counted_and_its_value_can_be_set(
     await enqueue_many(arq_redis, q, [(i, rated) for i in job_ids])
     claimer = Claimer(arq_redis, q, LEASE_MS)
     assert len((await claim(claimer, 10))[0]) == 1
-    partner = limit_of(await flow_admin.flow_state(arq_redis, q), "partner")
+    partner = limit_of(await flow_usage.flow_state(arq_redis, q), "partner")
     assert (partner.kind, partner.in_use, partner.blocked) == ("rate", None, 3)
     await flow_admin.set_limit(arq_redis, q, "partner", {"limit": 100, "per_ms": 1000, "burst": 5})
     assert len((await claim(claimer, 10))[0]) == 3
-    partner = limit_of(await flow_admin.flow_state(arq_redis, q), "partner")
+    partner = limit_of(await flow_usage.flow_state(arq_redis, q), "partner")
     assert partner.blocked == 0 and partner.override == {"limit": 100, "per_ms": 1000, "burst": 5}

@@ -5,7 +5,7 @@ One page (``/``, ``worker/ops/dashboard.html``) that refreshes itself every two 
 ``/api/overview``: the queue, the jobs in progress, recent failures and dead letters, the outbox
 (rows not yet relayed, the oldest one's age and the relay lag, as ``python -m worker status`` shows
 them), flow control (paused job names, each limit with its jobs in use and blocked:
-``worker/queue/flow_admin.py``), the workers with their health, pool usage and throughput over the last minutes (from the
+``worker/queue/flow_usage.py``), the workers with their health, pool usage and throughput over the last minutes (from the
 workers' health records, ``worker/queue/health.py``). Nothing on it changes anything: there is no
 form and no endpoint but GET. Text is inserted with ``textContent`` only, so job ids and error
 messages cannot inject markup.
@@ -34,7 +34,7 @@ from worker.db.dead_letters import count_letters, list_letters
 from worker.db.outbox import outbox_summary
 from worker.db.pool import create_reader_pool
 from worker.queue.connection import redis_settings
-from worker.queue.flow_admin import POLL_GATES, POLL_SCAN, flow_state
+from worker.queue.flow_usage import POLL_GATES, POLL_SCAN, flow_state
 from worker.queue.health import read_workers, recent_failures, throughput
 from worker.queue.stats import queue_stats
 
@@ -119,7 +119,7 @@ class Sources:
                 "blocked": stats.blocked,
                 "oldest_waiting_age_s": round(stats.oldest_waiting_age, 3),
             },
-            # Pauses and limits with their use, as `status` shows them (flow_admin.py).
+            # Pauses and limits with their use, as `status` shows them (flow_usage.py).
             "flow": (
                 await flow_state(self.redis, queue, max_gates=POLL_GATES, max_scan=POLL_SCAN)
             ).view(),

@@ -20,7 +20,7 @@ from worker.ops.output import emit
 from worker.ops.waiting import waiting_reason
 from worker.queue import codec
 from worker.queue.connect import command_redis
-from worker.queue.flow_admin import blocked_on
+from worker.queue.flow_usage import blocked_on
 from worker.queue.health import read_workers
 from worker.queue.keys import (
     ABORT_SET,

@@ -18,7 +18,7 @@ from pgpool_client.flow import MAX_BURST, MAX_LIMIT
 from worker.config import Config
 from worker.core.exit_codes import EXIT_OK
 from worker.ops.output import emit
-from worker.queue import flow_admin
+from worker.queue import flow_admin, flow_usage
 from worker.queue.connect import command_redis
 
 
@@ -117,7 +117,7 @@ async def cmd_limits(config: Config, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)
         if action is not None:
             flow_admin.check_limit_name(args.name)
-            known = {u.name: u.kind for u in flow_admin.declared_limits().values()}
+            known = {u.name: u.kind for u in flow_usage.declared_limits().values()}
             for name, value in (await flow_admin.overrides(redis, queue)).items():
                 known.setdefault(name, "rate" if "limit" in value else "concurrency")
             if action == "set":
@@ -128,7 +128,7 @@ async def cmd_limits(config: Config, args: argparse.Namespace) -> int:
                         f"unknown limit {args.name!r}; known: {', '.join(sorted(known))}"
                     )
                 await flow_admin.clear_limit(redis, queue, args.name)
-        state = (await flow_admin.flow_state(redis, queue)).view()
+        state = (await flow_usage.flow_state(redis, queue)).view()
     if action is not None:
         state["limits"] = [u for u in state["limits"] if u["name"] == args.name]
     if args.json:

@@ -21,7 +21,7 @@ from worker.ops.limits_cli import render_limit
 from worker.ops.output import emit
 from worker.ops.pause_cli import render_paused
 from worker.queue.connect import command_redis
-from worker.queue.flow_admin import flow_state
+from worker.queue.flow_usage import flow_state
 from worker.queue.health import read_workers, recent_failures
 from worker.queue.keys import arq_health_key
 from worker.queue.stats import QueueStats, queue_stats
@@ -70,7 +70,7 @@ async def gather_status(config: Config, redis: ArqRedis) -> dict[str, Any]:
         "recent_failures": await recent_failures(redis, queue, 5),
         "arq_health_check": _text(await redis.get(arq_health_key(queue))),
         "budget": await budget_status(config, redis),  # the fleet's connection budget
-        "flow": (await flow_state(redis, queue)).view(),  # pauses and limits (flow_admin.py)
+        "flow": (await flow_state(redis, queue)).view(),  # pauses and limits (flow_usage.py)
     }
 
 

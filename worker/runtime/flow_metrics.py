@@ -1,6 +1,6 @@
 """The flow-control gauges of ``/metrics`` (docs/flow-control.md, Operating it), read from Redis
 when Prometheus scrapes, as the queue gauges are (``worker/runtime/operations.py``), through
-``worker/queue/flow_admin.py``:
+``worker/queue/flow_usage.py``:
 
 * ``worker_flow_in_use{limit}``: jobs holding a concurrency limit now, summed over its keys;
 * ``worker_flow_blocked{limit}``: jobs waiting on a limit or a rate, summed over its keys;
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from worker.queue.flow_admin import POLL_GATES, POLL_SCAN, FlowState
+from worker.queue.flow_usage import POLL_GATES, POLL_SCAN, FlowState
 
 MAX_GATES = POLL_GATES  # gates read per scrape
 MAX_SCAN = POLL_SCAN  # keys a scrape's SCAN looks at

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from worker.queue.flow_admin import flow_state
+from worker.queue.flow_usage import flow_state
 from worker.queue.stats import queue_stats
 from worker.runtime.flow_metrics import MAX_GATES, MAX_SCAN, FlowGauges
 from worker.runtime.health_record import PROBE_TIMEOUT, HealthRecord
