@@ -42,6 +42,10 @@ STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 DRAINED = re.compile(r"shutdown on SIGTERM ◆ (\d+) jobs complete ◆ (\d+) failed ◆ (\d+) retries")
 
 
+# SHUTDOWN_GRACE (25 s) bounds a worker's drain; the rest is slack for a busy machine.
+DRAIN_TIMEOUT = 60.0
+
+
 class SupervisorProcess:
     """One `python -m worker run` process and its log."""
 
@@ -58,6 +62,16 @@ class SupervisorProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT) -> int:
+        """SIGTERM it and wait for its exit status; on a timeout the failure shows its log."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the supervisor did not drain within {timeout:g} s:\n{self.log()[-8000:]}"
+            ) from None
 
 
 StartSupervisor = Callable[..., Awaitable[SupervisorProcess]]
@@ -86,10 +100,9 @@ async def supervisor(config: Config, tmp_path: Path) -> AsyncIterator[StartSuper
     yield start
     for sup in started:
         if sup.alive():
-            sup.proc.send_signal(signal.SIGTERM)
             try:
-                sup.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                sup.drain()
+            except AssertionError:
                 for pid in sup.started().values():
                     _kill(pid)
                 sup.proc.kill()
@@ -162,8 +175,7 @@ async def test_supervisor_restarts_a_killed_worker_and_drains_all_on_sigterm(
     job = await arq_redis.enqueue_job("fault_write", key=key, hold=1.0)
     assert job is not None
     await wait_until(lambda: counters.runs(key), what="the long job to start")
-    sup.proc.send_signal(signal.SIGTERM)
-    status = sup.proc.wait(timeout=30)
+    status = sup.drain()
     log = sup.log()
     assert status == 0, log
     assert "all drained cleanly" in log
@@ -240,8 +252,7 @@ async def test_four_processes_run_twenty_thousand_jobs_exactly_once(
         assert result["r"] == {"key": job["k"]["key"], "job_try": 1, "token_seen": False}
 
     # All four processes took part, and together they ran each job once.
-    sup.proc.send_signal(signal.SIGTERM)
-    assert sup.proc.wait(timeout=30) == 0, sup.log()
+    assert sup.drain() == 0, sup.log()
     done = [(int(c), int(f), int(r)) for c, f, r in DRAINED.findall(sup.log())]
     assert len(done) == PROCESSES, sup.log()
     assert sum(c for c, _, _ in done) == JOBS and all(c > 0 for c, _, _ in done), done
