@@ -45,9 +45,11 @@ client-jobs: install  ## regenerate pgpool_client/jobs.py (the slim client's job
 client-wheel: install  ## the slim client's wheel, dist/pgpool_client-*.whl (clients/python)
 	$(BIN)/python clients/python/build_wheel.py dist
 
-# PgBouncer, which tests/integration/test_pgbouncer.py starts on its own port: Debian's package,
-# installed with apt-get when missing (as root, or with sudo); elsewhere, a note and no failure.
-test-deps:  ## system packages the tests start themselves (PgBouncer)
+# PgBouncer, which tests/integration/test_pgbouncer.py starts on its own port, and promtool, which
+# tests/acceptance/test_alert_rules.py runs on the alert rules (Debian's prometheus package; its
+# server is not started): installed with apt-get when missing (as root, or with sudo); elsewhere,
+# a note (those tests then fail, saying what to install).
+test-deps:  ## system packages the tests run themselves (PgBouncer, promtool)
 	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
 		if command -v apt-get >/dev/null 2>&1; then \
 			SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
@@ -56,6 +58,16 @@ test-deps:  ## system packages the tests start themselves (PgBouncer)
 		else \
 			echo "note: pgbouncer is missing and apt-get is not available; install PgBouncer" \
 				"for tests/integration/test_pgbouncer.py"; \
+		fi; }
+	@command -v promtool >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1; then \
+			SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+			$$SUDO apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+				prometheus >/dev/null; \
+		else \
+			echo "note: promtool is missing and apt-get is not available; install Prometheus'" \
+				"tools for tests/acceptance/test_alert_rules.py"; \
 		fi; }
 
 # Debian's chromium and chromium-driver, which tests/acceptance/test_dashboard.py drives with
@@ -66,8 +78,10 @@ browser:  ## the headless browser of the dashboard test (chromium, chromium-driv
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-screenshot: install browser  ## docs/dashboard.png, taken by the dashboard's browser test
+screenshot: install browser  ## docs/dashboard.png and docs/dashboard-operator.png, taken by the dashboard's browser tests
 	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/pytest -q tests/acceptance/test_dashboard.py
+	DASHBOARD_OPERATOR_SCREENSHOT=$(CURDIR)/docs/dashboard-operator.png $(BIN)/pytest -q \
+		tests/acceptance/test_dashboard_actions.py -k operators_pause_and_abort
 
 pytest: install test-deps browser
 	@DATABASE_URL=$(TEST_ADMIN_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \

@@ -10,11 +10,16 @@ queue name of its own on the bench's Redis db and database (the same as ``make b
 
 Prints, and writes to bench/results/paired.md and paired.json (or ``--output DIR``): jobs/s per round
 of new and old, their medians and new/old.
+
+``--tracing``: the new tree's workers trace (OTLP over HTTP to ``bench/otlp_sink.py``, which drops
+what it gets); the old tree's never do. ``--against HEAD --tracing`` on a clean tree is tracing on vs
+off. Without it no ``OTEL_*`` variable reaches either worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import sys
@@ -31,6 +36,7 @@ from bench.common import ROOT, decode_json, delete_tagged, new_tag, read_arq_res
 from bench.database import BenchDatabase, prepare
 from bench.options import parser as bench_parser
 from bench.options import pool_for
+from bench.otlp_sink import otlp_sink
 from bench.paired_trees import (
     Tree,
     TreeError,
@@ -61,6 +67,7 @@ class PairedOptions:
     redis_url: str
     quick: bool
     output: Path | None
+    tracing: str | None = None  # the OTLP endpoint the new tree's workers export to (--tracing)
 
 
 def parse_args(argv: list[str] | None) -> PairedOptions:
@@ -77,6 +84,9 @@ def parse_args(argv: list[str] | None) -> PairedOptions:
     parser.add_argument("--users", type=int, default=100_000, help="users in the bench table")
     parser.add_argument("--settings", default="worker.Settings", help="each tree's arq settings")
     parser.add_argument("--target", type=float, default=0.95, help="wanted new/old (0.95)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="the new tree's workers trace (OTLP to a local sink)"
+    )
     args = parser.parse_args(argv)
     jobs = args.jobs or (QUICK_JOBS if args.quick else 20_000)
     for name, value in (("--jobs", jobs), ("--concurrency", args.concurrency)):
@@ -96,12 +106,14 @@ def parse_args(argv: list[str] | None) -> PairedOptions:
         redis_url=args.redis_url,
         quick=bool(args.quick),
         output=args.output,
+        tracing="on" if args.tracing else None,
     )
 
 
 def worker_env(tree: Tree, opts: PairedOptions, db: BenchDatabase, queue: str) -> dict[str, str]:
-    """A measured worker's environment: the bench's settings only, imports from ``tree``."""
-    return child_env(
+    """A measured worker's environment: the bench's settings only, imports from ``tree``; with
+    ``--tracing``, the new tree's traces (OTLP to the sink)."""
+    env = child_env(
         {
             "PYTHONPATH": str(tree.path),
             "DATABASE_URL": db.url,
@@ -113,6 +125,10 @@ def worker_env(tree: Tree, opts: PairedOptions, db: BenchDatabase, queue: str) -
             "PG_POOL_MAX_SIZE": str(pool_for(opts.concurrency)),
         }
     )
+    env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
+    if opts.tracing and tree.label == "new":
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=opts.tracing, OTEL_SERVICE_NAME="bench-paired")
+    return env
 
 
 async def drain(
@@ -234,12 +250,19 @@ async def run(opts: PairedOptions, scratch: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-paired-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-paired-") as scratch, otlp_sink() as sink:
+        if opts.tracing:
+            opts = dataclasses.replace(opts, tracing=sink.url)
         try:
             data = asyncio.run(run(opts, Path(scratch)))
         except TreeError as exc:
             say(f"bench.paired: {exc}")
             return 1
+        if opts.tracing:
+            data["tracing"] = {"otlp_requests": sink.requests, "otlp_bytes": sink.bytes}
+            say(
+                f"tracing: the new tree exported {sink.requests} OTLP requests, {sink.bytes:,} bytes"
+            )
     folder = opts.output if opts.output is not None else ROOT / "bench/results"
     md_path, json_path = paired_report.write(data, folder)
     sys.stdout.write(paired_report.table(data) + "\n")

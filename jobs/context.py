@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobs.errors import PoolAcquireTimeout, StaleLease
 
@@ -41,6 +41,16 @@ class Resources:
     transaction_timeouts: tuple[int, int, int] | None = None
     on_acquire: Callable[[float, bool], None] | None = None
     on_release: Callable[[float, float], None] | None = None
+    # When the worker traces (OTEL_*): wraps each connection in spans (worker/runtime/tracing.py).
+    tracing: ConnectionTracing | None = None
+
+
+class ConnectionTracing(Protocol):
+    """Wraps a job's acquire-and-release of a connection in spans (the acquire, each query)."""
+
+    def connection(
+        self, pooled: AbstractAsyncContextManager[Conn]
+    ) -> AbstractAsyncContextManager[Conn]: ...
 
 
 def resources(ctx: JobContext) -> Resources:
@@ -62,10 +72,17 @@ def remaining(ctx: JobContext) -> float | None:
     return float(deadline) - asyncio.get_running_loop().time()
 
 
-@asynccontextmanager
-async def connection(ctx: JobContext) -> AsyncIterator[Conn]:
-    """Acquire a pooled connection with the configured timeout; release it on every path."""
+def connection(ctx: JobContext) -> AbstractAsyncContextManager[Conn]:
+    """Acquire a pooled connection with the configured timeout; release it on every path
+    (``async with connection(ctx) as conn``). Traced when the worker traces."""
     res = resources(ctx)
+    if res.tracing is not None:
+        return res.tracing.connection(_pooled(ctx, res))
+    return _pooled(ctx, res)
+
+
+@asynccontextmanager
+async def _pooled(ctx: JobContext, res: Resources) -> AsyncIterator[Conn]:
     timeout = res.acquire_timeout
     left = remaining(ctx)
     if left is not None:

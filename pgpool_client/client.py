@@ -21,6 +21,7 @@ from pgpool_client.flow import render
 from pgpool_client.handle import EnqueueOptions, JobHandle, defer_ms
 from pgpool_client.jobs import CONTRACTS, JobMethods
 from pgpool_client.masking import mask_url
+from pgpool_client.tracing import trace_fields
 
 ADVICE = "Check that Redis runs there, or fix REDIS_URL (or the client's redis_url argument)."
 
@@ -124,11 +125,15 @@ class Client(JobMethods):
 
 def payload_of(contract: JobContract, params: BaseModel, priority: int | None) -> dict[str, Any]:
     """A job's payload (before its enqueue time): its name, its arguments as JSON and, when it
-    declares any or ``priority`` is given, its flow control rendered from the arguments."""
+    declares any or ``priority`` is given, its flow control rendered from the arguments; inside
+    an OpenTelemetry span, that span's W3C ``traceparent`` (and ``tracestate``)."""
     job: dict[str, Any] = {"f": contract.name, "a": [], "k": wire_arguments(params)}
     flow = render(contract.flow, params, priority)
     if flow:
         job["flow"] = flow
+    trace = trace_fields()
+    if trace:
+        job.update(trace)
     return job
 
 

@@ -25,6 +25,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from worker.config import Config, load_config
+from worker.ops.dashboard_auth import DashboardSettings
 
 pytestmark = pytest.mark.acceptance
 
@@ -43,6 +44,8 @@ SETUP_COMMAND = ["python", "-m", "worker", "setup"]
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
 
 CONFIG_VARIABLES = {name.upper(): name for name in Config.model_fields}
+# The dashboard's own settings (worker/ops/dashboard_auth.py), passed to its service only.
+DASHBOARD_VARIABLES = {f"DASHBOARD_{name.upper()}": name for name in DashboardSettings.model_fields}
 # Set by docker-compose.yml from the service names, not from the worker's defaults.
 SERVICE_URLS = {"DATABASE_URL", "REDIS_URL"}
 # An empty value means something (no cron job), so compose must default only when unset.
@@ -417,7 +420,9 @@ def test_env_example_lists_every_config_variable() -> None:
 
 
 def test_env_example_lists_no_unknown_variable() -> None:
-    unknown = sorted(set(env_example()) - set(CONFIG_VARIABLES) - COMPOSE_ONLY)
+    unknown = sorted(
+        set(env_example()) - set(CONFIG_VARIABLES) - COMPOSE_ONLY - set(DASHBOARD_VARIABLES)
+    )
     assert not unknown, f".env.example lists variables nothing reads: {unknown}"
 
 
@@ -432,6 +437,19 @@ def test_env_example_defaults_are_the_config_defaults() -> None:
         assert not commented, f".env.example: {name} is commented out but has a default"
         parsed = parse_as(field, value)
         assert parsed == default, f".env.example: {name}={value!r}, default {default!r}"
+
+
+def test_the_dashboard_gets_its_settings_with_their_defaults(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = environment_of(services["dashboard"])
+    entries = env_example()
+    for name, field in DASHBOARD_VARIABLES.items():
+        default = DashboardSettings.model_fields[field].default
+        assert entries.get(name) == (False, default), f".env.example: {name}={default}"
+        assert env.get(name) == f"${{{name}:-{default}}}", f"the dashboard service: {name}"
+    # No anonymous dashboard in compose: it listens on the container network.
+    assert env["DASHBOARD_AUTH"] == "${DASHBOARD_AUTH:-basic}"
 
 
 def test_env_example_compose_variables_match_the_compose_defaults(

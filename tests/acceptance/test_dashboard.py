@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import asyncpg
 import pytest
@@ -66,34 +67,52 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-@pytest.fixture
-async def dashboard(config: Config, tmp_path: Path) -> AsyncIterator[str]:
-    """``python -m worker dashboard`` on a free port; stopped by its PID afterwards."""
-    port = free_port()
-    log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen(  # noqa: ASYNC220  (fork+exec, returns at once)
-        [sys.executable, "-m", "worker", "dashboard", "--port", str(port)],
-        cwd=ROOT,
-        env=worker_env(config),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+DashboardServer = Callable[..., Awaitable[str]]
 
-    async def up() -> bool:
-        assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
-        try:
-            return (await http_json(f"{url}/healthz", timeout=1.0))[0] == 200
-        except OSError:
-            return False
+
+@pytest.fixture
+async def dashboard_server(config: Config, tmp_path: Path) -> AsyncIterator[DashboardServer]:
+    """Start ``python -m worker dashboard`` on a free port with more environment (``DASHBOARD_*``);
+    its URL once ``/healthz`` answers. Every one started is stopped by its PID afterwards."""
+    started: list[tuple[subprocess.Popen[bytes], IO[str]]] = []
+
+    async def start(**env: str) -> str:
+        port = free_port()
+        log_path = tmp_path / f"dashboard-{port}.log"
+        log = log_path.open("w")
+        proc = subprocess.Popen(  # noqa: ASYNC220  (fork+exec, returns at once)
+            [sys.executable, "-m", "worker", "dashboard", "--port", str(port)],
+            cwd=ROOT,
+            env=worker_env(config, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                return (await http_json(f"{url}/healthz", timeout=1.0))[0] == 200
+            except OSError:
+                return False
+
+        await wait_until(up, timeout=20, what="the dashboard")
+        return url
 
     try:
-        await wait_until(up, timeout=20, what="the dashboard")
-        yield url
+        yield start
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        log.close()
+        for proc, log in started:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            log.close()
+
+
+@pytest.fixture
+async def dashboard(dashboard_server: DashboardServer) -> str:
+    """The dashboard without sign-in (``DASHBOARD_AUTH=none``, on 127.0.0.1): a viewer."""
+    return await dashboard_server(DASHBOARD_AUTH="none")
 
 
 def texts(browser: WebDriver, selector: str) -> list[str]:
@@ -167,7 +186,7 @@ async def test_dashboard_shows_queue_workers_jobs_failures_and_dead_letters(
         "the throughput chart",
     )
     assert "jobs/s" in texts(browser, "#throughput-now")[0]
-    # Read-only: no form, no button, nothing to post.
+    # A viewer (DASHBOARD_AUTH=none on loopback): no form, no button, nothing to post.
     assert browser.find_elements(By.CSS_SELECTOR, "form, button, input") == []
 
     target = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")

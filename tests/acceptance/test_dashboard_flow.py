@@ -12,14 +12,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.acceptance.conftest import http_json, worker_cli
-from tests.acceptance.test_dashboard import browser, dashboard, settled, texts
+from tests.acceptance.test_dashboard import browser, dashboard, dashboard_server, settled, texts
 from worker.client import JobClient
 from worker.config import Config
 from worker.runtime.claims import Claimer
 
 pytestmark = pytest.mark.acceptance
 
-__all__ = ["browser", "dashboard"]  # the fixtures this module uses
+__all__ = ["browser", "dashboard", "dashboard_server"]  # the fixtures this module uses
 
 
 async def test_dashboard_shows_paused_names_and_limits_with_their_use(

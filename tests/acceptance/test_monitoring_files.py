@@ -13,6 +13,7 @@ import yaml
 
 from tests.acceptance.test_compose import as_argv, defaults_in, environment_of
 from worker.config import Config
+from worker.runtime.flow_metrics import FlowGauges
 from worker.runtime.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.acceptance
@@ -32,9 +33,11 @@ def services() -> dict[str, Any]:
 
 def exported() -> set[str]:
     """Every sample name a worker's registry exposes (counters with ``_total``, histograms with
-    their ``_bucket``, ``_count`` and ``_sum``)."""
+    their ``_bucket``, ``_count`` and ``_sum``), the flow-control gauges included (the endpoint
+    registers them on the same registry: worker/runtime/operations.py)."""
     metrics = WorkerMetrics()
     metrics.job("get_user")
+    FlowGauges(metrics.registry)
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)

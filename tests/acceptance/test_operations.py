@@ -101,8 +101,7 @@ async def test_liveness_fails_while_the_event_loop_is_blocked(
     assert (await http_json(f"{base}/healthz"))[0] == 200
     assert (await worker_cli(config, "health", METRICS_PORT=str(port))).returncode == 0
     key = f"blocked-{uuid.uuid4().hex[:8]}"
-    # Long enough for the probe's own start-up (a Python process) on a busy machine to end inside it.
-    await arq_redis.enqueue_job("fault_write", key=key, block=10.0)
+    await arq_redis.enqueue_job("fault_write", key=key, block=5.0)
     await wait_until(lambda: counters.runs(key), what="the blocking job to start")
     with pytest.raises(TimeoutError):  # the loop cannot answer
         await http_get(f"{base}/healthz", timeout=1.0)
@@ -116,7 +115,7 @@ async def test_liveness_fails_while_the_event_loop_is_blocked(
         except TimeoutError:
             return False
 
-    await wait_until(live_again, timeout=20, what="liveness after the loop unblocked")
+    await wait_until(live_again, timeout=15, what="liveness after the loop unblocked")
     assert (await worker_cli(config, "health", METRICS_PORT=str(port))).returncode == 0
 
 

@@ -265,6 +265,19 @@ async def replay(conn: Conn, redis: Redis, letter_id: int, queue: str | None = N
     return new_id
 
 
+async def unreplayed_ids(
+    conn: Conn, before: datetime | None = None, limit: int = 1000
+) -> list[int]:
+    """The dead letters not yet replayed (those failed before ``before``), oldest first: ids."""
+    rows = await conn.fetch(
+        "SELECT id FROM dead_letters WHERE replayed_at IS NULL"
+        " AND ($1::timestamptz IS NULL OR failed_at < $1) ORDER BY id LIMIT $2",
+        before,
+        limit,
+    )
+    return [int(r["id"]) for r in rows]
+
+
 async def purge(conn: Conn, ids: list[int] | None = None, before: datetime | None = None) -> int:
     """Delete dead letters by id, or those failed before a time, or all (neither given)."""
     status = await conn.execute(

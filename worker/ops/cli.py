@@ -21,7 +21,7 @@ from worker.config import Config, load_config
 from worker.ops.abort_cli import cmd_abort
 from worker.ops.budget_report import cmd_budget
 from worker.ops.cli_parser import build_parser
-from worker.ops.dashboard_cli import cmd_dashboard
+from worker.ops.dashboard_cli import cmd_dashboard, cmd_dashboard_hash
 from worker.ops.dead_letters_cli import cmd_dead_letters
 from worker.ops.health_cli import cmd_health
 from worker.ops.inspect_cli import cmd_inspect
@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "inspect": cmd_inspect,
     "abort": cmd_abort,
     "dashboard": cmd_dashboard,
+    "dashboard-hash": cmd_dashboard_hash,
     "pause": cmd_pause,
     "resume": cmd_resume,
     "limits": cmd_limits,

@@ -111,9 +111,14 @@ def _add_operator_parsers(sub: Any) -> None:
     abort.add_argument(
         "--wait", type=float, default=10.0, metavar="SECONDS", help="wait for the worker to confirm"
     )
-    dashboard = sub.add_parser("dashboard", help="serve the read-only web dashboard")
+    dashboard = sub.add_parser("dashboard", help="serve the web dashboard (sign-in: DASHBOARD_*)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on")
+    hashing = sub.add_parser(
+        "dashboard-hash", help="print a password's hash for DASHBOARD_USERS (password on stdin)"
+    )
+    hashing.add_argument("--user", help="print the whole user:role:hash entry for this user")
+    hashing.add_argument("--role", default="viewer", help="that user's role: viewer or operator")
 
 
 def _add_flow_parsers(sub: Any) -> None:

@@ -1,14 +1,16 @@
-"""The read-only web dashboard: ``python -m worker dashboard --port 8080`` (a Starlette app on
-uvicorn).
+"""The web dashboard: ``python -m worker dashboard --port 8080`` (a Starlette app on uvicorn).
 
 One page (``/``, ``worker/ops/dashboard.html``) that refreshes itself every two seconds from
 ``/api/overview``: the queue, the jobs in progress, recent failures and dead letters, the outbox
 (rows not yet relayed, the oldest one's age and the relay lag, as ``python -m worker status`` shows
 them), flow control (paused job names, each limit with its jobs in use and blocked:
 ``worker/queue/flow_usage.py``), the workers with their health, pool usage and throughput over the last minutes (from the
-workers' health records, ``worker/queue/health.py``). Nothing on it changes anything: there is no
-form and no endpoint but GET. Text is inserted with ``textContent`` only, so job ids and error
-messages cannot inject markup.
+workers' health records, ``worker/queue/health.py``), and the audit log of the actions.
+
+Every route but ``/healthz`` needs a signed-in viewer or operator (worker/ops/dashboard_auth.py);
+operators act through ``POST /api/actions/...`` (worker/ops/dashboard_routes.py). No job's
+arguments or result are shown to anyone. Text is inserted with ``textContent`` only, so job ids
+and error messages cannot inject markup.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncpg
 from arq.connections import ArqRedis, create_pool
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +36,8 @@ from worker.config import Config
 from worker.db.dead_letters import count_letters, list_letters
 from worker.db.outbox import outbox_summary
 from worker.db.pool import create_reader_pool
+from worker.ops.dashboard_auth import Authenticator, AuthMiddleware, load_settings
+from worker.ops.dashboard_routes import ActionEndpoints
 from worker.queue.connection import redis_settings
 from worker.queue.flow_usage import POLL_GATES, POLL_SCAN, flow_state
 from worker.queue.health import read_workers, recent_failures, throughput
@@ -136,9 +141,14 @@ class Sources:
         }
 
 
-def create_app(config: Config) -> Starlette:
-    """The dashboard for ``config``'s queue, Redis and database."""
+def create_app(
+    config: Config, auth: Authenticator | None = None, host: str = "127.0.0.1"
+) -> Starlette:
+    """The dashboard for ``config``'s queue, Redis and database, behind ``auth`` (default: from
+    the ``DASHBOARD_*`` variables, for a server listening on ``host``)."""
     sources = Sources(config)
+    auth = auth or Authenticator(load_settings(), host)
+    actions = ActionEndpoints(config, auth, lambda: sources.redis, sources.postgres)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -150,6 +160,9 @@ def create_app(config: Config) -> Starlette:
 
     async def page(_: Request) -> Response:
         return HTMLResponse(PAGE.replace("{{queue}}", _escape(config.queue_name)))
+
+    async def script(_: Request) -> Response:
+        return Response(SCRIPT, media_type="text/javascript")
 
     async def overview(_: Request) -> Response:
         try:
@@ -168,9 +181,12 @@ def create_app(config: Config) -> Starlette:
     return Starlette(
         routes=[
             Route("/", page),
+            Route("/dashboard_actions.js", script),
             Route("/api/overview", overview),
             Route("/healthz", healthz),
+            *actions.routes(),
         ],
+        middleware=[Middleware(AuthMiddleware, auth=auth)],
         lifespan=lifespan,
     )
 
@@ -182,3 +198,4 @@ def _escape(text: str) -> str:
 
 
 PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")
+SCRIPT = (Path(__file__).parent / "dashboard_actions.js").read_text(encoding="utf-8")

@@ -31,6 +31,7 @@ from worker.runtime.claims import ActiveJob, Claim
 from worker.runtime.completer import Outcome
 from worker.runtime.leases import LEASE_SET_KEY
 from worker.runtime.metrics import JobSeries, WorkerMetrics
+from worker.runtime.tracing import JobTracing
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class Run:
     started: float  # perf_counter
     queue_wait: float  # seconds from its due time to its start
     series: JobSeries
+    job: dict[str, Any]  # the decoded payload (its trace context, when traced)
+    error: BaseException | None = None  # what a failed or retried try ended with (its span)
 
 
 class Executor:
@@ -75,6 +78,7 @@ class Executor:
         self.release = release  # the producer's: the slot is free again
         self.jobs_aborted = 0
         self.done_since_report = 0
+        self.tracing: JobTracing | None = None  # OTEL_* (worker/runtime/tracing.py); None: off
 
     async def run(self, claim: Claim, active: ActiveJob) -> None:
         """One claimed job's task: run it, record its outcome, free its slot."""
@@ -100,6 +104,15 @@ class Executor:
         if payload is None:
             return self._expired(claim.job_id)
         run = self._decode(claim, payload, active)
+        if self.tracing is not None:  # the only cost of tracing when it is off
+            return await self.tracing.traced(
+                self._call(claim, run), run.job, run.job_id, run.name, run.job_try,
+                claim.score, run.start_ms, lambda: run.error,
+            )  # fmt: skip
+        return await self._call(claim, run)
+
+    async def _call(self, claim: Claim, run: Run) -> Outcome:
+        """The call of the job's function, and how it ended."""
         if claim.aborted:  # in arq's abort set when it was claimed: never started
             return self._aborted(run, 0.0)
         function = run.function
@@ -152,6 +165,7 @@ class Executor:
             started,
             queue_wait,
             series,
+            job,
         )
 
     def _context(self, claim: Claim, run: Run) -> dict[str, Any]:
@@ -188,6 +202,7 @@ class Executor:
 
     def _failed(self, run: Run, exc: Exception) -> Outcome:
         took = time.perf_counter() - run.started
+        run.error = exc
         self.worker.jobs_failed += 1
         run.series.failed.inc()
         run.series.duration.observe(took)
@@ -204,6 +219,7 @@ class Executor:
 
     def _retried(self, run: Run, exc: Retry) -> Outcome:
         took = time.perf_counter() - run.started
+        run.error = exc.__cause__
         self.worker.jobs_retried += 1
         run.series.retried.inc()
         run.series.duration.observe(took)

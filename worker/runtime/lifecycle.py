@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from worker.runtime.leases import LeaseKeeper
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.operations import Operations, start_operations
 from worker.runtime.relay import OutboxRelay
+from worker.runtime.tracing import TRACING_KEY, tracing_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]  # arq's own connection pool: no second one
     # Socket timeouts, keepalive, retries for REDIS_RETRY_WINDOW; with Sentinel: follow a failover.
     redis_policy = await install_policy(redis, config)
+    # OTEL_* (worker/runtime/tracing.py); tests inject theirs. None: off, the SDK not imported.
+    tracing = ctx.get(TRACING_KEY) or tracing_from_env(os.environ, config.queue_name)
+    ctx[TRACING_KEY] = tracing
     # The pool may come back smaller (PG_POOL_OVER_BUDGET=shrink): its config says so.
     pool, config, budget = await open_pool(config, redis)
     ctx[CONFIG_KEY], ctx[BUDGET_KEY] = config, budget
@@ -82,6 +87,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         pool=pool,
         acquire_timeout=config.pg_acquire_timeout,
         transaction_timeouts=transaction_timeouts(config),
+        tracing=tracing,
     )
     # While PostgreSQL is unreachable: no claims, tries given back (worker/runtime/breaker.py).
     breaker = PostgresBreaker(config.database_url, config.pg_connect_timeout, pool, metrics)
@@ -109,6 +115,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         consumer = services.consumer = Consumer(
             worker, config.job_lease, config.poll_delay, metrics, breaker
         )
+        consumer.executor.tracing = tracing
         if limiter is not None:
             consumer.limiter = limiter
             limiter.drive(consumer.producer)
@@ -145,6 +152,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     budget = ctx.pop(BUDGET_KEY, None)
     if budget is not None:
         await budget.close()
+    tracing = ctx.pop(TRACING_KEY, None)
+    if tracing is not None:
+        await tracing.shutdown()
     res: Resources | None = ctx.pop(RESOURCES_KEY, None)
     if res is None:
         return
