@@ -31,7 +31,6 @@ from redis.asyncio import Redis
 
 from bench import adaptive_report, report
 from bench.common import (
-    ROOT,
     decode_json,
     delete_tagged,
     new_tag,
@@ -223,14 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as scratch:
         data = asyncio.run(run(options(args, Path(scratch)), slowed))
     section = adaptive_report.markdown(data)
-    if args.output is not None:
-        json_path, md_path = args.output / "adaptive.json", args.output / "adaptive.md"
-        md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(section)
-    else:
-        json_path, md_path = ROOT / "bench/results/adaptive.json", ROOT / "docs/performance.md"
-        md_path.write_text(adaptive_report.replace_section(md_path.read_text(), section))
-    report.write_json(data, json_path)
+    json_path, md_path = report.write_section(
+        data, "adaptive", section, adaptive_report.replace_section, args.output
+    )
     out(adaptive_report.console(data))
     out(f"\nwrote {json_path} and {md_path}\n")
     return 0

@@ -20,7 +20,6 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from redis.asyncio import Redis
 
 from bench import flow_report, report
 from bench.common import (
-    ROOT,
     decode_json,
     delete_tagged,
     new_tag,
@@ -42,7 +40,7 @@ from bench.common import (
 from bench.database import prepare
 from bench.options import Options, section_options
 from bench.options import parser as bench_parser
-from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker, summarize
+from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker, summarize, until_done
 from worker.queue.keys import blocked_key, gate_key
 from worker.runtime.claims import Claimer
 
@@ -81,20 +79,6 @@ async def _block(target: Target, queue: str, tag: str, count: int) -> None:
             raise BenchError("a job of the full limit was claimed")
 
 
-async def _until_done(redis: Redis, job_ids: Sequence[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = list(job_ids)
-    while pending:
-        if time.monotonic() > deadline:
-            raise BenchError(f"{len(pending)} measured jobs still without a result")
-        window = pending[:1000]
-        found = await redis.mget([f"arq:result:{j}" for j in window])
-        done = {j for j, raw in zip(window, found, strict=True) if raw is not None}
-        pending = [j for j in pending if j not in done]
-        if pending:
-            await asyncio.sleep(0.05)
-
-
 async def drain(target: Target, variant: str, blocked: int) -> dict[str, Any]:
     """One variant's measured drain (see the module docstring)."""
     n, tag = target.opts.jobs, new_tag()
@@ -116,7 +100,7 @@ async def drain(target: Target, variant: str, blocked: int) -> dict[str, Any]:
         proc = ours_worker(target, queue, f"{tag}-flow-{variant}", SETTINGS, burst=False)
         try:
             await proc.start()
-            await _until_done(target.redis, job_ids, 60 + n / 50)
+            await until_done(target.redis, job_ids, 60 + n / 50)
         finally:
             await proc.stop()
         timings = await read_arq_results(target.redis, job_ids, decode_json)
@@ -178,14 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as scratch:
         data = asyncio.run(run(options(args, Path(scratch)), blocked))
     section = flow_report.markdown(data)
-    if args.output is not None:
-        json_path, md_path = args.output / "flow.json", args.output / "flow.md"
-        md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(section)
-    else:
-        json_path, md_path = ROOT / "bench/results/flow.json", ROOT / "docs/performance.md"
-        md_path.write_text(flow_report.replace_section(md_path.read_text(), section))
-    report.write_json(data, json_path)
+    json_path, md_path = report.write_section(
+        data, "flow", section, flow_report.replace_section, args.output
+    )
     out(flow_report.console(data))
     out(f"\nwrote {json_path} and {md_path}\n")
     return 0

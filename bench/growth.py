@@ -46,7 +46,7 @@ from bench.options import parser as bench_parser
 from bench.probes import limit
 from bench.procs import postgres_cpu_seconds
 from bench.runner import Step, execute
-from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker
+from bench.systems import BenchError, Target, ours_bulk_enqueue, ours_worker, until_done
 from worker.core.masking import mask_url
 from worker.db.pool import with_database
 
@@ -114,7 +114,7 @@ async def fleet_drain(
                 raise BenchError(f"a worker exited with {codes}:\n{procs[0].log_tail()}")
             await asyncio.sleep(0.3)  # the workers' backends end and are counted in the postmaster
         else:
-            await _until_done(target.redis, measured, timeout=60 + jobs / 20)
+            await until_done(target.redis, measured, timeout=60 + jobs / 20)
         redis_cpu = await _redis_cpu(target.redis) - redis_cpu0
         pg_cpu = postgres_cpu_seconds() - pg_cpu0
     finally:
@@ -157,22 +157,6 @@ async def _fill(target: Target, queue: str, tag: str, count: int) -> None:
             for i in range(start, min(start + ENQUEUE_CHUNK, count))
         ]
         await ours_bulk_enqueue(target.redis, queue, batch)
-
-
-async def _until_done(redis: Redis, job_ids: Sequence[str], timeout: float) -> None:
-    """Wait until every job in ``job_ids`` has a stored result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    pending = list(job_ids)
-    while pending:
-        if loop.time() > deadline:
-            raise BenchError(f"{len(pending)} measured jobs still without a result")
-        window = pending[:1000]
-        found = await redis.mget([f"arq:result:{j}" for j in window])
-        done = {j for j, raw in zip(window, found, strict=True) if raw is not None}
-        pending = [j for j in pending if j not in done]
-        if pending:
-            await asyncio.sleep(0.1)
 
 
 async def _redis_cpu(redis: Redis) -> float:

@@ -4,7 +4,7 @@ bar chart (docs/performance.png)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ from bench.common import median
 from bench.options import BULK_FACTOR, JOB_KINDS, SYSTEM_LABELS, SYSTEMS, pool_for
 from bench.probes import ENQUEUE_MODES
 from bench.runner import Step
+
+ROOT = Path(__file__).resolve().parents[1]
 
 Entry = dict[str, Any]
 POOL_MODES = ("pool", "pool-keep")
@@ -426,6 +428,28 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+def write_section(
+    data: dict[str, Any],
+    stem: str,
+    section: str,
+    replace_section: Callable[[str, str], str],
+    output: Path | None,
+) -> tuple[Path, Path]:
+    """A bench section's figures: ``<stem>.json`` and its markdown ``section``, into ``output``
+    (as ``<stem>.md``) or, by default, bench/results/ and docs/performance.md (its section
+    replaced). Returns the two paths written."""
+    if output is not None:
+        json_path, md_path = output / f"{stem}.json", output / f"{stem}.md"
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(section)
+    else:
+        json_path = ROOT / "bench" / "results" / f"{stem}.json"
+        md_path = ROOT / "docs" / "performance.md"
+        md_path.write_text(replace_section(md_path.read_text(), section))
+    write_json(data, json_path)
+    return json_path, md_path
 
 
 def plot(data: dict[str, Any], path: Path) -> None:

@@ -261,3 +261,19 @@ def summarize(timings: Sequence[JobTiming], proc: Monitored, n: int) -> dict[str
         "pg_backends_max": proc.backends_max(),
         "method": method,
     }
+
+
+async def until_done(redis: Redis, job_ids: Sequence[str], timeout: float) -> None:
+    """Wait until every job in ``job_ids`` has a stored result."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = list(job_ids)
+    while pending:
+        if loop.time() > deadline:
+            raise BenchError(f"{len(pending)} measured jobs still without a result")
+        window = pending[:1000]
+        found = await redis.mget([f"arq:result:{j}" for j in window])
+        done = {j for j, raw in zip(window, found, strict=True) if raw is not None}
+        pending = [j for j in pending if j not in done]
+        if pending:
+            await asyncio.sleep(0.1)
