@@ -106,24 +106,24 @@ def wake(pipe: Pipeline, queue: str) -> None:
 
 
 # The same rule for a whole chunk in one call: KEYS[1] = the queue; ARGV[1] = the payloads' TTL in
-# ms, ARGV[2] = the score (now), then per job: its id, payload, priority and fairness key ('' for
-# none). One 1/0 (added/taken) per job.
+# ms, ARGV[2] = the score (now), ARGV[3] = the stride: 2 for a chunk of plain jobs (per job its id
+# and payload), 4 when some job has a priority or a fairness key (per job its id, payload,
+# priority and fairness key, '' for none). One 1/0 (added/taken) per job.
 ENQUEUE_MANY_SCRIPT = (
     PLACE
     + f"""
 local added = {{}}
-local score = tonumber(ARGV[2])
-for i = 3, #ARGV, 4 do
+local score, stride = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 4, #ARGV, stride do
   local id = ARGV[i]
   if redis.call('EXISTS', '{JOB_PREFIX}' .. id, '{RESULT_PREFIX}' .. id) > 0 then
     added[#added + 1] = 0
   else
     redis.call('PSETEX', '{JOB_PREFIX}' .. id, ARGV[1], ARGV[i + 1])
-    local p, fair = tonumber(ARGV[i + 2]), ARGV[i + 3]
-    if p == 0 and fair == '' then
+    if stride == 2 then
       redis.call('ZADD', KEYS[1], score, id)
     else
-      place(KEYS[1], id, score, p, fair, ARGV[1], score)
+      place(KEYS[1], id, score, tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[1], score)
     end
     added[#added + 1] = 1
   end
@@ -143,11 +143,13 @@ async def enqueue_many(
     added: list[bool] = []
     for start in range(0, len(jobs), chunk):
         enqueued = now_ms()
-        args: list[str | bytes] = [expires, str(enqueued)]
-        for job_id, job in jobs[start : start + chunk]:
-            priority, fair = flow_of(job)
+        part = jobs[start : start + chunk]
+        placed = [flow_of(job) for _, job in part]
+        plain = not any(priority or fair for priority, fair in placed)
+        args: list[str | bytes] = [expires, str(enqueued), "2" if plain else "4"]
+        for (job_id, job), (priority, fair) in zip(part, placed, strict=True):
             payload = codec.serialize({**job, "t": None, "et": enqueued})
-            args += (job_id, payload, str(priority), fair)
+            args += (job_id, payload) if plain else (job_id, payload, str(priority), fair)
         async with redis.pipeline(transaction=False) as pipe:
             await script([queue], args, client=pipe)
             wake(pipe, queue)

@@ -205,8 +205,9 @@ def wire_ts() -> str:
         + " * (ms), job id, priority (0-9), fairness key ('' for none), now (ms). 1 if added, 0 if\n"
         + " * the id is queued, running or has a kept result. */\n"
         + f"export const ENQUEUE_SCRIPT = {lua(ENQUEUE_SCRIPT)};\n\n"
-        + "/** KEYS: the queue; ARGV: expiry (ms), score (ms), then per job: its id, payload,\n"
-        + " * priority (0-9) and fairness key ('' for none). One 1/0 (added/taken) per job. */\n"
+        + "/** KEYS: the queue; ARGV: expiry (ms), score (ms), the stride (2: per job its id and\n"
+        + " * payload; 4: per job its id, payload, priority (0-9) and fairness key, '' for none).\n"
+        + " * One 1/0 (added/taken) per job. */\n"
         + f"export const ENQUEUE_MANY_SCRIPT = {lua(ENQUEUE_MANY_SCRIPT)};\n"
     )
 

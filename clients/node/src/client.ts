@@ -207,7 +207,8 @@ export class JobClient extends TypedJobs implements JobReader {
         argv.push(ids[i]!, payload, String(flow.priority ?? 0), flow.fair ?? "");
       }
       const pipe = this.redis.pipeline();
-      pipe.pgwEnqueueMany(this.queueName, String(EXPIRES_EXTRA_MS), String(enqueued), ...argv);
+      // Stride 4: per job its id, payload, priority and fairness key (the script's ARGV[3]).
+      pipe.pgwEnqueueMany(this.queueName, String(EXPIRES_EXTRA_MS), String(enqueued), "4", ...argv);
       this.wake(pipe);
       const [added] = await execute(pipe);
       (added as number[]).forEach((ok, j) => {

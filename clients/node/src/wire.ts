@@ -42,8 +42,9 @@ place(KEYS[3], ARGV[4], tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[6], ARGV[2], 
 return 1
 `;
 
-/** KEYS: the queue; ARGV: expiry (ms), score (ms), then per job: its id, payload,
- * priority (0-9) and fairness key ('' for none). One 1/0 (added/taken) per job. */
+/** KEYS: the queue; ARGV: expiry (ms), score (ms), the stride (2: per job its id and
+ * payload; 4: per job its id, payload, priority (0-9) and fairness key, '' for none).
+ * One 1/0 (added/taken) per job. */
 export const ENQUEUE_MANY_SCRIPT = `
 local function place(queue, id, score, p, fair, ttl, now)
   if fair ~= '' then
@@ -64,18 +65,17 @@ local function place(queue, id, score, p, fair, ttl, now)
 end
 
 local added = {}
-local score = tonumber(ARGV[2])
-for i = 3, #ARGV, 4 do
+local score, stride = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 4, #ARGV, stride do
   local id = ARGV[i]
   if redis.call('EXISTS', 'arq:job:' .. id, 'arq:result:' .. id) > 0 then
     added[#added + 1] = 0
   else
     redis.call('PSETEX', 'arq:job:' .. id, ARGV[1], ARGV[i + 1])
-    local p, fair = tonumber(ARGV[i + 2]), ARGV[i + 3]
-    if p == 0 and fair == '' then
+    if stride == 2 then
       redis.call('ZADD', KEYS[1], score, id)
     else
-      place(KEYS[1], id, score, p, fair, ARGV[1], score)
+      place(KEYS[1], id, score, tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[1], score)
     end
     added[#added + 1] = 1
   end
