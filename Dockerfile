@@ -13,7 +13,9 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, pinned by the lock: this layer is rebuilt only when the lock changes.
+# Dependencies first, pinned by the lock: this layer is rebuilt only when the lock changes. The lock
+# has the `dashboard` and `tracing` extras: the image serves the dashboard and traces when the OTEL_*
+# variables switch tracing on (docs/operations.md, Tracing).
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 

@@ -118,12 +118,15 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# requirements.lock: what the image installs (the worker, its CLI and the dashboard service);
-# requirements-dev.lock: the venv (every extra: dashboard, bench, dev).
+# requirements.lock: what the image installs (the worker, its CLI, the dashboard service and
+# OpenTelemetry tracing); requirements-dev.lock: the venv (every extra: dashboard, bench, tracing,
+# dev). The image's lock is resolved starting from the venv's pins (uv keeps the pins of the file it
+# writes), so that the two agree on every package they share.
 lock:  ## re-pin requirements*.lock from pyproject.toml (needs network)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dashboard --python-version 3.11 --no-emit-index-url --quiet -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-emit-index-url --quiet -o requirements-dev.lock
+	cp requirements-dev.lock requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dashboard --extra tracing --python-version 3.11 --no-emit-index-url --quiet -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

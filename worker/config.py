@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.cron_schedule import parse_schedule, parse_zone
@@ -17,6 +18,8 @@ Seconds = Annotated[float, Field(gt=0)]
 # size (the default WORKER_MAX_JOBS) when PG_POOL_MAX_SIZE is unset.
 AUTO_MAX_JOBS_MAX = 200
 AUTO_POOL_MAX_SIZE = 20
+# METRICS_TOKEN: an RFC 6750 bearer token (what `secrets.token_urlsafe(32)` prints), 16 characters or more.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]{16,}=*")
 
 
 class Config(BaseSettings):
@@ -94,6 +97,10 @@ class Config(BaseSettings):
     # Loopback by default: the endpoint has no authentication and /readyz shows error texts.
     # A container that Prometheus scrapes listens on 0.0.0.0 (the Dockerfile and compose set it).
     metrics_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    # METRICS_AUTH=bearer: /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; /healthz and
+    # /readyz stay open to the probes (docs/security.md). The token is never logged or shown.
+    metrics_auth: Literal["none", "bearer"] = "none"
+    metrics_token: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -180,6 +187,26 @@ class Config(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _metrics_token(self) -> Config:  # the messages never show the token
+        token = self.metrics_token.get_secret_value() if self.metrics_token else ""
+        if self.metrics_auth == "none" and token.strip():
+            raise ValueError(
+                "METRICS_TOKEN is set but METRICS_AUTH=none leaves /metrics open: set "
+                "METRICS_AUTH=bearer, or remove METRICS_TOKEN"
+            )
+        if self.metrics_auth == "bearer" and not token.strip():
+            raise ValueError(
+                "METRICS_AUTH=bearer needs METRICS_TOKEN, the secret Prometheus sends (make one: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if self.metrics_auth == "bearer" and not BEARER_TOKEN.fullmatch(token):
+            raise ValueError(
+                "METRICS_TOKEN: expected 16 or more of the characters A-Z a-z 0-9 - . _ ~ + / "
+                "(then = padding), without spaces or line breaks"
+            )
+        return self
+
     @property
     def adaptive_concurrency(self) -> bool:
         """WORKER_MAX_JOBS=auto: the limiter sets the jobs run at once (worker/runtime/adaptive.py)."""
@@ -255,6 +282,6 @@ def _describe(exc: ValidationError) -> str:
             parts.append(err["msg"].removeprefix("Value error, "))
             continue
         name = loc[0].upper()
-        value = "" if name.endswith("_URL") else f" (got {err.get('input')!r})"
+        value = "" if name.endswith(("_URL", "_TOKEN")) else f" (got {err.get('input')!r})"
         parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}{value}")
     return "; ".join(parts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -389,17 +390,57 @@ def test_dockerfile_installs_the_project_as_a_package() -> None:
     )
 
 
+def pins(lock: str) -> dict[str, str]:
+    """A lock's ``name -> version``."""
+    found = {}
+    for line in (ROOT / lock).read_text(encoding="utf-8").splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.strip().partition("==")
+            found[name] = version
+    return found
+
+
 def test_the_image_lock_serves_the_dashboard_and_no_lock_names_an_index() -> None:
     """The compose service ``dashboard`` runs the image, whose lock is the ``dashboard`` extra's."""
-    pinned = {
-        line.split("==")[0]
-        for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
-        if "==" in line and not line.startswith("#")
-    }
+    pinned = set(pins("requirements.lock"))
     assert {"starlette", "uvicorn", "arq", "asyncpg"} <= pinned
     assert not {"saq", "matplotlib", "pytest"} & pinned, "the image installs no bench or dev tools"
     for lock in ROOT.glob("requirements*.lock"):
         assert "://" not in lock.read_text(encoding="utf-8"), f"{lock.name} names a URL"
+
+
+def test_the_image_lock_can_trace_and_agrees_with_the_dev_lock() -> None:
+    """The image installs the ``tracing`` extra (the OpenTelemetry SDK and its OTLP exporter), at
+    the versions the venv's tests ran with."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    tracing = {
+        re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0] for requirement in extras["tracing"]
+    }
+    assert tracing == {
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+    }
+    image, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    assert tracing | {"opentelemetry-proto", "protobuf"} <= set(image), "the image cannot trace"
+    assert "--extra tracing" in (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    differ = {
+        name: (version, dev.get(name))
+        for name, version in image.items()
+        if dev.get(name) != version
+    }
+    assert not differ, f"requirements.lock and requirements-dev.lock differ: {differ}"
+    # `make lock` writes the image's lock with the same extras.
+    [image_lock] = [
+        line
+        for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+        if "uv pip compile" in line and "-o requirements.lock" in line
+    ]
+    assert (
+        "--extra dashboard --extra tracing " in image_lock and "--no-emit-index-url" in image_lock
+    )
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## Transactional enqueue (SQL, in your own transaction)"
 
 
-def example(language: str) -> str:
-    """The first ``language`` code block of the section."""
+def example(language: str, index: int = 0) -> str:
+    """The ``index``-th (default the first) ``language`` code block of the section."""
     text = (ROOT / "docs" / "producers.md").read_text()
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    found = re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)
-    assert found, f"no {language} example in {SECTION!r}"
-    return found.group(1)
+    found = re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert len(found) > index, f"no {language} example #{index + 1} in {SECTION!r}"
+    return str(found[index])
 
 
 async def test_the_sql_example_enqueues_three_jobs_at_commit(pool: Pool) -> None:
@@ -43,6 +43,26 @@ async def test_the_sql_example_enqueues_three_jobs_at_commit(pool: Pool) -> None
             " AND run_at IS NOT NULL ORDER BY created_at DESC LIMIT 1"
         )
         await conn.execute("DELETE FROM job_outbox WHERE queue = 'arq:queue'")
+
+
+async def test_the_trace_context_example_stores_each_rows_traceparent(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        started = await conn.fetchval("SELECT clock_timestamp()")
+        await conn.execute(example("sql", 1))
+        rows = await conn.fetch(
+            "SELECT function, traceparent, tracestate FROM job_outbox"
+            " WHERE queue = 'arq:queue' AND created_at > $1 ORDER BY created_at",
+            started,
+        )
+        await conn.execute("DELETE FROM job_outbox WHERE queue = 'arq:queue'")
+    assert [tuple(row) for row in rows] == [
+        (
+            "get_user",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "congo=t61rcWkgMzE",
+        ),
+        ("count_users", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+    ]
 
 
 def test_the_python_example_enqueues_in_its_transaction(config: Config, tmp_path: Path) -> None:

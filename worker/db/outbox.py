@@ -1,5 +1,5 @@
-"""The job outbox in PostgreSQL (migration 0003_outbox.sql): enqueueing inside the caller's own
-transaction, and the SQL of the relay (``worker/runtime/relay.py``) that moves committed rows to
+"""The job outbox in PostgreSQL (migrations 0003_outbox.sql and 0005_outbox_trace.sql): enqueueing
+inside the caller's own transaction, and the SQL of the relay (``worker/runtime/relay.py``) that moves committed rows to
 Redis: claims with ``FOR UPDATE SKIP LOCKED``, marks, pruning and the outbox's depth."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncpg
 
 from jobs.registry import JOBS_BY_NAME, JobSpec
 from pgpool_client.contracts import wire_arguments
+from pgpool_client.tracing import trace_fields
 from worker.errors import DuplicateJob, UnknownJob
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ DEFAULT_QUEUE = "arq:queue"
 CHANNEL = "job_outbox"
 
 ENQUEUE = "SELECT enqueue_job($1::text, $2::text::jsonb, $3::text, $4::timestamptz, $5::text)"
+# ... with the producer's W3C traceparent and tracestate (migration 0005_outbox_trace.sql).
+ENQUEUE_TRACED = (
+    "SELECT enqueue_job($1::text, $2::text::jsonb, $3::text, $4::timestamptz, $5::text,"
+    " $6::text, $7::text)"
+)
+MAX_TRACESTATE = 512  # enqueue_job() refuses a longer one (W3C's limit)
 
 
 def validated_arguments(spec: JobSpec[Any, Any], args: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,7 +56,9 @@ async def enqueue_in_transaction(
     """Enqueue job ``name`` with keyword ``args`` on the caller's connection, in its transaction:
     the job reaches the queue once that transaction commits, never if it rolls back. Returns the
     job id. Raises UnknownJob or InvalidJobArguments before anything is written, DuplicateJob when
-    ``job_id`` is already in the outbox (which aborts the caller's transaction, as any SQL error)."""
+    ``job_id`` is already in the outbox (which aborts the caller's transaction, as any SQL error).
+    Inside an OpenTelemetry span, the row carries that span's ``traceparent`` (and ``tracestate``),
+    as the client's payloads do; else enqueue_job() reads the ``pgpool.traceparent`` setting."""
     spec = specs.get(name)
     if spec is None:
         raise UnknownJob(name=name, known=", ".join(sorted(specs)))
@@ -58,10 +67,15 @@ async def enqueue_in_transaction(
     if job_id is not None and not job_id:
         raise ValueError("job_id must not be empty (None: a new id)")
     payload = json.dumps(validated_arguments(spec, args), ensure_ascii=False)
+    row = (name, payload, job_id, run_at, queue or DEFAULT_QUEUE)
+    trace = trace_fields()
     try:
-        new_id: str = await conn.fetchval(
-            ENQUEUE, name, payload, job_id, run_at, queue or DEFAULT_QUEUE
-        )
+        if trace is None:
+            new_id: str = await conn.fetchval(ENQUEUE, *row)
+        else:
+            state = trace.get("tracestate")
+            state = state if state is not None and len(state) <= MAX_TRACESTATE else None
+            new_id = await conn.fetchval(ENQUEUE_TRACED, *row, trace["traceparent"], state)
     except asyncpg.UniqueViolationError:
         raise DuplicateJob(job_id=job_id) from None
     return new_id
@@ -76,10 +90,18 @@ class OutboxRow:
     args: Any  # the stored JSON: an object, checked against the job's model before it is relayed
     run_at: datetime | None
     created_at: datetime
+    traceparent: str | None = None  # the producer's W3C trace context, copied into the payload
+    tracestate: str | None = None
+
+    def trace(self) -> dict[str, str]:
+        """The payload's trace fields: ``traceparent`` and ``tracestate``, those the row has."""
+        fields = {"traceparent": self.traceparent, "tracestate": self.tracestate}
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 CLAIM = """
-SELECT id, function, args::text AS args, run_at, created_at FROM job_outbox
+SELECT id, function, args::text AS args, run_at, created_at, traceparent, tracestate
+FROM job_outbox
 WHERE relayed_at IS NULL AND queue = $1
 ORDER BY created_at LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -91,7 +113,15 @@ async def claim_batch(conn: Conn, queue: str, limit: int) -> list[OutboxRow]:
     holds; call it inside a transaction, which holds them until it ends."""
     rows = await conn.fetch(CLAIM, queue, limit)
     return [
-        OutboxRow(r["id"], r["function"], json.loads(r["args"]), r["run_at"], r["created_at"])
+        OutboxRow(
+            r["id"],
+            r["function"],
+            json.loads(r["args"]),
+            r["run_at"],
+            r["created_at"],
+            r["traceparent"],
+            r["tracestate"],
+        )
         for r in rows
     ]
 

@@ -212,7 +212,10 @@ WORKER_GRANTS = (
     "GRANT SELECT ON schema_migrations TO {role}",
     # The outbox relay claims, marks and prunes rows; a job may enqueue another in its transaction.
     "GRANT SELECT, INSERT, UPDATE, DELETE ON job_outbox TO {role}",
-    "GRANT EXECUTE ON FUNCTION enqueue_job(text, jsonb, text, timestamptz, text) TO {role}",
+    (
+        "GRANT EXECUTE ON FUNCTION enqueue_job(text, jsonb, text, timestamptz, text, text, text)"
+        " TO {role}"
+    ),
     # The dashboard (compose runs it as this role) writes its audit log; it never deletes from it.
     "GRANT SELECT, INSERT, UPDATE ON dashboard_audit TO {role}",
 )

@@ -33,13 +33,14 @@ async def _line(reader: asyncio.StreamReader) -> bytes:
     return line
 
 
-async def read_head(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """The method and path (without its query) of a request; headers are read and ignored.
-    ``reader`` must have been made with ``limit=MAX_LINE``. Raises HeadRefused (``status`` 400
-    or 431)."""
+async def read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+    """The method, path (without its query) and headers (names in lower case, values stripped; a
+    header sent twice has its values joined by ", ") of a request. ``reader`` must have been made
+    with ``limit=MAX_LINE``. Raises HeadRefused (``status`` 400 or 431)."""
     request = (await _line(reader)).decode("latin-1").split()
     if len(request) < 2:
         raise HeadRefused(status=400, reason="expected a request line: GET /metrics HTTP/1.1")
+    headers: dict[str, str] = {}
     size = count = 0
     while (line := await _line(reader)).strip():  # a blank line (or the end) ends the head
         size, count = size + len(line), count + 1
@@ -48,7 +49,11 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[str, str]:
                 status=431,
                 reason=f"more than {MAX_HEADERS} headers or {MAX_HEAD_BYTES} bytes of them",
             )
-    return request[0], request[1].split("?", 1)[0]
+        name, sep, value = line.decode("latin-1").partition(":")
+        if sep:  # a line without a colon is no header: ignored
+            key, value = name.strip().lower(), value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return request[0], request[1].split("?", 1)[0], headers
 
 
 async def discard_rest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -2,11 +2,13 @@
 Redis (written by ``worker/runtime/health_record.py``, read by ``worker/queue/health.py``):
 
 * ``GET /metrics``: Prometheus metrics (``worker/runtime/metrics.py``), queue gauges read at scrape time
-  (and the flow-control ones, ``worker/runtime/flow_metrics.py``);
+  (and the flow-control ones, ``worker/runtime/flow_metrics.py``); under ``METRICS_AUTH=bearer``
+  only with ``Authorization: Bearer <METRICS_TOKEN>``, else 401 (the same answer whatever was wrong);
 * ``GET /healthz``: liveness, 200 while the consumer loop makes progress (its heartbeat is younger
   than three HEALTH_CHECK_INTERVALs, or it is draining on shutdown), else 503;
 * ``GET /readyz``: readiness, 200 while PostgreSQL and Redis answer, else 503 with the reason.
 
+``/healthz`` and ``/readyz`` are never authenticated: the kubelet's probes send no credentials.
 The endpoint runs on the worker's own event loop: a loop blocked by a job cannot answer, which a
 probe sees as a failure, as it should.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -37,8 +41,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+REASONS[405] = "Method Not Allowed"
 REASONS.update({431: "Request Header Fields Too Large", 503: "Service Unavailable"})
+CHALLENGE = 'Bearer realm="pgpool-worker metrics"'  # every 401's WWW-Authenticate
+UNAUTHORIZED = b"unauthorized: /metrics needs its bearer token\n"
 
 
 class Operations:
@@ -53,6 +60,9 @@ class Operations:
         self.flow_gauges = FlowGauges(self.metrics.registry)  # worker/runtime/flow_metrics.py
         self.server: asyncio.Server | None = None
         self.port: int | None = None
+        # METRICS_AUTH=bearer: the token's digest (a missing token, which Config refuses, lets none in).
+        token = config.metrics_token.get_secret_value() if config.metrics_token else ""
+        self._token_digest = hashlib.sha256(token.encode()).digest() if token else b""
 
     async def start(self) -> None:
         """Serve the endpoint (when METRICS_PORT is set) and start writing the record."""
@@ -70,7 +80,12 @@ class Operations:
                 )
             else:
                 self.port = self.health.port = self.server.sockets[0].getsockname()[1]
-                logger.info("metrics, /healthz and /readyz on http://%s:%d", host, self.port)
+                logger.info(
+                    "metrics, /healthz and /readyz on http://%s:%d (/metrics: %s)",
+                    host,
+                    self.port,
+                    "bearer token" if self.config.metrics_auth == "bearer" else "no authentication",
+                )
         self.health.start()
 
     async def stop(self) -> None:
@@ -118,13 +133,13 @@ class Operations:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT * 2):
                 try:
-                    method, path = await read_head(reader)
+                    method, path, headers = await read_head(reader)
                 except HeadRefused as refused:
                     status, body = refused.context["status"], f"{refused}\n".encode()
                     writer.write(_response(status, "text/plain", body))
                     await discard_rest(reader, writer)  # so that the client reads the answer
                     return
-                status, content_type, body = await self._route(method, path)
+                status, content_type, body = await self._route(method, path, headers)
                 writer.write(_response(status, content_type, b"" if method == "HEAD" else body))
                 await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -132,10 +147,24 @@ class Operations:
         finally:
             writer.close()
 
-    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+    def authorized(self, headers: dict[str, str]) -> bool:
+        """Whether a request may read /metrics: always under METRICS_AUTH=none; under bearer, its
+        ``Authorization: Bearer`` token is METRICS_TOKEN (their digests compared in constant time)."""
+        if self.config.metrics_auth == "none":
+            return True
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        given = hashlib.sha256(credentials.strip().encode("latin-1")).digest()
+        match = hmac.compare_digest(given, self._token_digest)
+        return match and scheme.lower() == "bearer" and bool(self._token_digest)
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET\n"
         if path == "/metrics":
+            if not self.authorized(headers):  # before any Redis read
+                return 401, "text/plain", UNAUTHORIZED
             return 200, CONTENT_TYPE, await self.metrics_text()
         if path == "/healthz":
             live = self.health.live()
@@ -153,8 +182,9 @@ class Operations:
 
 
 def _response(status: int, content_type: str, body: bytes) -> bytes:
+    challenge = f"WWW-Authenticate: {CHALLENGE}\r\n" if status == 401 else ""
     head = (
-        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n{challenge}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body

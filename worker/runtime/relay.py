@@ -2,8 +2,8 @@
 Redis (worker/db/outbox.py has the SQL).
 
 A round claims a batch with ``FOR UPDATE SKIP LOCKED`` (so relays of several workers take disjoint
-rows), pushes the batch with the enqueue scripts under each row's id as the arq job id, marks the
-rows relayed and commits. A crash between the push and the commit leaves the rows unrelayed; the
+rows), pushes the batch with the enqueue scripts under each row's id as the arq job id (a row's
+``traceparent`` and ``tracestate`` go into its payload), marks the rows relayed and commits. A crash between the push and the commit leaves the rows unrelayed; the
 next round pushes them again and Redis refuses the ids it holds (queued, running or with a kept
 result) as duplicates, which count as relayed: nothing runs twice. A row that is no job this
 worker knows, or whose arguments its model refuses, becomes a dead letter (``outbox-invalid``) in
@@ -112,7 +112,7 @@ class OutboxRelay:
             valid: list[tuple[outbox.OutboxRow, dict[str, Any]]] = []
             invalid = 0
             for row in rows:
-                job = {"f": row.function, "a": [], "k": row.args}
+                job = {"f": row.function, "a": [], "k": row.args, **row.trace()}
                 problem = self._problem(row)
                 if problem is None:
                     valid.append((row, self._with_flow(row, job)))

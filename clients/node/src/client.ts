@@ -35,6 +35,7 @@ import {
   type JobName,
   type JobResults,
 } from "./jobs.js";
+import { traceContextOf, type TraceContext } from "./trace.js";
 import { checkArguments, toWire } from "./validate.js";
 import {
   BLOCKED_SCORE,
@@ -154,8 +155,9 @@ export class JobClient extends TypedJobs implements JobReader {
     const jobId = options.jobId ?? newJobId();
     checkJobId(jobId);
     const defer = deferMs(options);
+    const trace = await traceContextOf(options);
     const enqueued = Date.now();
-    const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued));
+    const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued, trace));
     const pipe = this.redis.pipeline();
     pipe.pgwEnqueue(
       JOB_PREFIX + jobId,
@@ -197,13 +199,14 @@ export class JobClient extends TypedJobs implements JobReader {
     if (!Number.isInteger(chunk) || chunk < 1) {
       throw new WorkerError("chunk must be a positive integer");
     }
+    const trace = await traceContextOf(options);
     const jobs: (Job<JobResults[N]> | null)[] = [];
     for (let start = 0; start < all.length; start += chunk) {
       const enqueued = Date.now();
       const argv: string[] = [];
       for (let i = start; i < Math.min(start + chunk, all.length); i++) {
         const { kwargs, flow } = all[i]!;
-        const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued));
+        const payload = JSON.stringify(payloadOf(name, kwargs, flow, enqueued, trace));
         argv.push(ids[i]!, payload, String(flow.priority ?? 0), flow.fair ?? "");
       }
       const pipe = this.redis.pipeline();
@@ -294,10 +297,18 @@ export class JobClient extends TypedJobs implements JobReader {
   }
 }
 
-/** A job's payload: arq's fields and, when the job has any, its "flow" (docs/wire-format.md). */
-function payloadOf(name: string, kwargs: unknown, flow: PayloadFlow, enqueued: number): object {
+/** A job's payload: arq's fields and, when the job has any, its "flow" and its trace context
+ * (docs/wire-format.md). */
+function payloadOf(
+  name: string,
+  kwargs: unknown,
+  flow: PayloadFlow,
+  enqueued: number,
+  trace: TraceContext,
+): object {
   const payload = { t: null, f: name, a: [], k: kwargs, et: enqueued };
-  return Object.keys(flow).length > 0 ? { ...payload, flow } : payload;
+  const flowed = Object.keys(flow).length > 0 ? { ...payload, flow } : payload;
+  return trace.traceparent === undefined ? flowed : { ...flowed, ...trace };
 }
 
 /** A random job id: a uuid4 in hex, as the Python client makes them. */

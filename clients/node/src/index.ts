@@ -38,4 +38,11 @@ export {
   type RateDeclaration,
 } from "./flow.js";
 export * from "./jobs.js";
+export {
+  TRACEPARENT,
+  TRACESTATE,
+  activeTraceContext,
+  checkTraceContext,
+  type TraceContext,
+} from "./trace.js";
 export { checkArguments, type JsonSchema } from "./validate.js";

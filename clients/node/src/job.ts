@@ -17,6 +17,13 @@ export interface EnqueueOptions {
   /** false: send the arguments unchecked (the worker still validates them: a job that does not
    * fit ends with an InvalidJobArguments result). Default true. */
   validate?: boolean;
+  /** The producer's W3C trace context (docs/wire-format.md, Trace context): a tracing worker runs
+   * the job in a child span of this one. A version-00 header, `00-<32 hex trace id>-<16 hex span
+   * id>-<2 hex flags>` in lowercase, ids not all zero; anything else throws WorkerError. Default:
+   * the active span's, when `@opentelemetry/api` is installed and a span is active; null: none. */
+  traceparent?: string | null;
+  /** The W3C tracestate that goes with the traceparent (at most 512 printable ASCII characters). */
+  tracestate?: string | null;
 }
 
 /** How to enqueue many jobs of one kind. */
@@ -29,6 +36,10 @@ export interface EnqueueManyOptions {
   priority?: number;
   /** As in EnqueueOptions; default true. */
   validate?: boolean;
+  /** As in EnqueueOptions, the same for every one of them. */
+  traceparent?: string | null;
+  /** As in EnqueueOptions. */
+  tracestate?: string | null;
 }
 
 /** How to wait for a result. */
