@@ -8,7 +8,7 @@ TEST_ADMIN_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 export TEST_ADMIN_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: install test-deps browser screenshot check-services setup run test test-faults client-jobs client-wheel bench bench-producers bench-flow bench-adaptive bench-growth bench-profile bench-paired lint typecheck pytest format lock clean
+.PHONY: install test-deps browser screenshot check-services setup run test test-faults client-jobs client-wheel bench bench-producers bench-flow bench-adaptive bench-growth bench-profile bench-paired bench-cost lint typecheck pytest format lock clean
 
 $(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,8 +93,9 @@ test: lint typecheck pytest  ## everything CI checks
 test-faults: install  ## only the fault suite (F1-F16): worker processes under crashes and outages
 	$(BIN)/pytest -m faults
 
-bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ (~9 min): docs/performance.md
+bench: check-services  ## this worker vs raw asyncpg, bare arq and SAQ, then the cost per job (~14 min): docs/performance.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.cost $(BENCH_COST_ARGS)
 
 bench-producers: check-services  ## only the producers: outbox commit->start and relay, the TS and slim clients (~2 min)
 	$(BIN)/python -m bench --only producers $(BENCH_ARGS)
@@ -110,6 +111,9 @@ bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queu
 
 bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min)
 	$(BIN)/python -m bench.profile $(BENCH_ARGS)
+
+bench-cost: check-services  ## worker CPU per job at 200 jobs/s and at full load, vs the raw pool; BENCH_ARGS="--against REV" (~5 min)
+	$(BIN)/python -m bench.cost $(BENCH_ARGS)
 
 bench-paired: check-services  ## DB-job jobs/s, this tree vs BENCH_ARGS="--against REV" in alternate rounds (~2 min)
 	$(BIN)/python -m bench.paired $(BENCH_ARGS)

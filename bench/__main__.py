@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import adaptive_report, flow_report, growth_report, producers_report, report
+from bench import adaptive_report, cost_report, flow_report, growth_report, producers_report, report
 from bench.common import ROOT, delete_tagged, out, run_meta, run_tag, say
 from bench.database import prepare
 from bench.options import Options
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     section = producers_report.markdown(producers) if producers is not None else ""
     md_path.parent.mkdir(parents=True, exist_ok=True)
     kept = growth_section(opts.output) + flow_report.last_section(opts.output)
-    kept += adaptive_report.last_section(opts.output)
+    kept += adaptive_report.last_section(opts.output) + cost_report.last_section(opts.output)
     md_path.write_text(report.markdown(data, png_path.name, kept, section))
     if args.only is None:
         out(report.console_summary(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -9,9 +10,11 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+from pgpool_client.enqueue import enqueue_payload
 from worker.config import Config
 from worker.queue.enqueue import enqueue_many
-from worker.runtime.claims import Claimer
+from worker.queue.keys import wake_key
+from worker.runtime.claims import CLAIM_SCRIPT, Claimer
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +84,85 @@ async def test_a_new_consumer_does_not_answer_for_another_ones_round(
     mine = await send(one, 2, 1)
     theirs = await send(two, 2, 1)
     assert not {e[0] for e in mine} & {e[0] for e in theirs} and len(theirs) == 2
+
+
+async def _blocked(arq_redis: ArqRedis, claimer: Claimer) -> None:
+    """Until the claimer's own connection is blocked in its round's wait (CLIENT LIST flag b)."""
+    for _ in range(500):
+        conn = claimer.direct.conn
+        if conn is not None:
+            clients = await arq_redis.client_list()
+            if any("b" in c["flags"] and c["cmd"] == "blpop" for c in clients):
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the round never waited")
+
+
+async def test_a_waiting_round_claims_what_was_enqueued_after_it_was_sent(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """The claim behind the wait runs when the wait ends: its now is Redis's clock then, not the
+    (here 10 s stale) time it was sent at, so a job enqueued meanwhile is due for it."""
+    claimer = Claimer(arq_redis, config.queue_name, LEASE_MS)
+    stale = int(time.time() * 1000) - 10_000
+    round_ = asyncio.create_task(claimer.claim_after_wake(stale, 5, 30.0))
+    try:
+        await _blocked(arq_redis, claimer)
+        job = {"f": "get_user", "a": [], "k": {"user_id": 1}}
+        job_id = f"after-wait-{uuid.uuid4().hex[:6]}"
+        assert await enqueue_payload(arq_redis, config.queue_name, job_id, job)  # wakes it
+        claimed, next_due, _ = await asyncio.wait_for(round_, 10)
+    finally:
+        round_.cancel()
+    assert [e[0].decode() for e in claimed] == [job_id]
+    assert int(next_due) > int(time.time() * 1000) + 1_000  # its lease's end: nothing more due
+    assert claimer.serial == 2
+
+
+async def test_stopping_ends_a_waiting_round_and_it_claims_nothing(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    ids = await queue_jobs(arq_redis, config.queue_name, 2)
+    await arq_redis.delete(wake_key(config.queue_name))  # no producer's wake-up pending
+    claimer = Claimer(arq_redis, config.queue_name, LEASE_MS)
+    round_ = asyncio.create_task(claimer.claim_after_wake(int(time.time() * 1000), 5, 30.0))
+    try:
+        await _blocked(arq_redis, claimer)
+        await claimer.stop()
+        claimed, _, _ = await asyncio.wait_for(round_, 10)
+    finally:
+        round_.cancel()
+    assert claimed == []
+    for job_id in ids:  # still queued, untouched: another worker takes them
+        assert await arq_redis.exists(f"arq:in-progress:{job_id}", f"arq:retry:{job_id}") == 0
+    await claimer.close()
+
+
+async def test_a_round_whose_script_redis_lost_loads_it_and_claims(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """A restarted Redis has no scripts: the round loads its script and claims all the same."""
+    ids = await queue_jobs(arq_redis, config.queue_name, 2)
+    claimer = Claimer(arq_redis, config.queue_name, LEASE_MS)
+    claimer.script = arq_redis.register_script(f"{CLAIM_SCRIPT}\n-- {uuid.uuid4().hex}")
+    assert not (await arq_redis.script_exists(claimer.script.sha))[0]
+    claimed, _, _ = await claimer.claim_after_wake(int(time.time() * 1000), 5, 0.05)
+    assert sorted(e[0].decode() for e in claimed) == sorted(ids)
+    await claimer.close()
+
+
+async def test_a_round_that_took_fewer_than_its_free_slots_says_when_the_next_job_is_due(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """Then the consumer waits for a wake-up instead of claiming again at once (producer.py)."""
+    await queue_jobs(arq_redis, config.queue_name, 2)
+    later = int(time.time() * 1000) + 30_000  # before the claimed jobs' lease ends (60 s)
+    job = {"f": "get_user", "a": [], "k": {"user_id": 1}}
+    job_id = f"deferred-{uuid.uuid4().hex[:6]}"
+    assert await enqueue_payload(arq_redis, config.queue_name, job_id, job, defer_ms=30_000)
+    claimer = Claimer(arq_redis, config.queue_name, LEASE_MS)
+    claimed, next_due, _ = await claimer.claim(int(time.time() * 1000), 10)
+    assert len(claimed) == 2
+    assert abs(int(next_due) - later) < 5_000
+    full, none_due, _ = await claimer.claim(int(time.time() * 1000), 0)
+    assert full == [] and none_due is None

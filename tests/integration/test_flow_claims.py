@@ -21,7 +21,8 @@ from worker.queue.keys import (
     limits_key,
     paused_key,
 )
-from worker.runtime.claims import Claim, Claimer
+from worker.runtime.claimed import Claim
+from worker.runtime.claims import Claimer
 from worker.runtime.completer import RECENT_FAILURES, Completer, Outcome
 
 pytestmark = pytest.mark.integration

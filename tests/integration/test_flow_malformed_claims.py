@@ -13,7 +13,8 @@ from arq.connections import ArqRedis
 
 from worker.config import Config
 from worker.queue.enqueue import enqueue_payload
-from worker.runtime.claims import Claim, Claimer
+from worker.runtime.claimed import Claim
+from worker.runtime.claims import Claimer
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ from pgpool_client.jobs import CONTRACTS
 from worker.config import Config
 from worker.db.outbox import enqueue_in_transaction
 from worker.queue.keys import BLOCKED_SCORE, JOB_PREFIX, blocked_key, limits_key
-from worker.runtime.claims import Claim, Claimer
+from worker.runtime.claimed import Claim
+from worker.runtime.claims import Claimer
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.relay import OutboxRelay
 

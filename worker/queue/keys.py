@@ -51,6 +51,8 @@ __all__ = [
     "blocked_index_key",
     "blocked_key",
     "claims_key",
+    "consumer_stop_key",
+    "consumer_wake_key",
     "dead_letters_pending_key",
     "failures_key",
     "gate_key",
@@ -80,6 +82,16 @@ def failures_key(queue: str) -> str:
 def claims_key(queue: str, consumer_id: str) -> str:
     """One consumer's last claim round, kept so that a re-sent claim answers the same claims."""
     return f"{queue}:claims:{consumer_id}"
+
+
+def consumer_wake_key(queue: str, consumer_id: str) -> str:
+    """One consumer's own wake-up list: its shutdown ends the wait of its claim round at once."""
+    return f"{queue}:claims:{consumer_id}:wake"
+
+
+def consumer_stop_key(queue: str, consumer_id: str) -> str:
+    """Set when one consumer stops claiming: a claim round of its still under way claims nothing."""
+    return f"{queue}:claims:{consumer_id}:stop"
 
 
 def workers_index_key(queue: str) -> str:

@@ -12,15 +12,17 @@ of claiming more. The serial moves on only once a reply arrived (``Claimer.claim
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from pgpool_client.dedicated import DedicatedConnection
+from worker.core.clock import now_ms
 from worker.queue.keys import (
     ABORT_SET,
     BLOCKED_SCORE,
@@ -29,6 +31,9 @@ from worker.queue.keys import (
     LANE_HEAD_INFIX,
     RETRY_PREFIX,
     claims_key,
+    consumer_stop_key,
+    consumer_wake_key,
+    wake_key,
 )
 from worker.runtime.flow_lua import FLOW_LUA, MAX_MOVED
 
@@ -37,8 +42,10 @@ ABORT_MAX_AGE_MS = 3_600_000
 
 
 # KEYS[1] = the queue, KEYS[2] = the consumer's claims_key (optional: without it no round is kept
-# for a re-send); ARGV: now (ms), the free slots, the lease (ms), the abort entries' max age (ms),
-# the round's serial.
+# for a re-send), KEYS[3] = its stop key (optional: once set, rounds claim nothing); ARGV: now
+# (ms), the free slots, the lease (ms), the abort entries' max age (ms), the round's serial, and
+# '1' when the round was sent behind a wait for a wake-up (now is then Redis's clock when the
+# script runs, if that is later).
 #
 # A round already answered under this serial (a re-send) answers the same claims again: each job
 # still held by that claim (its in-progress key there, its try counter unchanged) gets its lease
@@ -50,8 +57,8 @@ ABORT_MAX_AGE_MS = 3_600_000
 # gets one (the lease), its try counter incremented, its payload read, and its score moved to the
 # lease's end (so claims skip running jobs without reading them, and a crashed worker's job is due
 # again when its lease ends; LEASE_RENEW_SCRIPT moves both on). Returns each job's score as it
-# was, the gates it holds (JSON, '' for none) and its priority. With nothing to claim it returns
-# the next due time. When arq's abort set is not empty it also returns its ids (entries older than
+# was, the gates it holds (JSON, '' for none) and its priority. When it claimed fewer than ARGV[2]
+# it returns the next due time (now + 1 when it stopped early, with more jobs due). When arq's abort set is not empty it also returns its ids (entries older than
 # ARGV[4] ms are dropped), and a claimed job found there is flagged and taken out of it (such a
 # job is claimed whatever its gates: it is recorded aborted, never started). Due jobs
 # that do have an in-progress key (a plain arq worker runs them) are stepped over, at most a few
@@ -60,6 +67,11 @@ CLAIM_SCRIPT = (
     f"""
 local queue, now, limit, lease = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local record, serial = KEYS[2], ARGV[5]
+if ARGV[6] == '1' then  -- sent behind a wait for a wake-up: now is when it runs, not when sent
+  local t = redis.call('TIME')
+  now = math.max(now, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then limit = 0 end  -- the consumer stopped
 local aborts = false
 if redis.call('ZCARD', '{ABORT_SET}') > 0 then
   redis.call('ZREMRANGEBYSCORE', '{ABORT_SET}', '-inf', now - tonumber(ARGV[4]))
@@ -91,6 +103,7 @@ end
 if paused_set['*'] then limit = 0 end
 if limit > 0 and redis.call('EXISTS', due_key) == 1 then promote_due() end
 local kept = {{}}
+local more = false  -- this round stopped early (it moved enough to blocked sets): claim again
 -- 1: claimed, 0: stepped over (running), 2: moved to a blocked set, 3: this round moved enough
 local function take(id, score)
   local in_progress = '{IN_PROGRESS_PREFIX}' .. id
@@ -150,7 +163,7 @@ if has_prio and limit > 0 then
       'LIMIT', 0, limit - oldest - #claimed)
     for i = 1, #ids, 2 do
       if #claimed < limit - oldest then
-        if take(ids[i], tonumber(ids[i + 1]) - base) == 3 then stop = true break end
+        if take(ids[i], tonumber(ids[i + 1]) - base) == 3 then stop, more = true, true break end
       end
     end
   end
@@ -165,7 +178,7 @@ while #claimed < limit and skipped < 2000 do
       if verdict == 0 then
         skipped = skipped + 1  -- stays in the due range: the next page starts after it
       elseif verdict == 3 then
-        stop = true
+        stop, more = true, true
         break
       end
     end
@@ -176,7 +189,9 @@ if record and #kept > 0 then
   redis.call('PSETEX', record, lease, cjson.encode({{serial, kept}}))
 end
 local next_due = false
-if #claimed == 0 and limit > 0 then
+if more then
+  next_due = tostring(now + 1)
+elseif #claimed < limit then
   local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '({BLOCKED_SCORE}', 'WITHSCORES',
     'LIMIT', 0, 1)
   if #later > 0 then next_due = tonumber(later[2]) end
@@ -191,42 +206,9 @@ return {{claimed, next_due, aborts}}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """One job as the claim script handed it over."""
-
-    job_id: str
-    score: int  # its score in the queue when it was claimed (its due time)
-    job_try: int
-    aborted: bool  # in arq's abort set when claimed: recorded as aborted, never started
-    payload: bytes | None  # None: the payload had expired
-    gates: bytes = b""  # the concurrency gates it holds (JSON), released with its outcome
-    priority: int = 0
-
-    @classmethod
-    def from_entry(cls, entry: list[Any]) -> Claim:
-        payload = entry[4] if len(entry) > 4 else None
-        gates = entry[5] if len(entry) > 5 and entry[5] else b""
-        priority = int(entry[6]) if len(entry) > 6 and entry[6] else 0
-        return cls(
-            entry[0].decode(),
-            int(float(entry[1])),
-            int(entry[2]),
-            entry[3] == 1,
-            payload,
-            gates,
-            priority,
-        )
-
-
-@dataclass(slots=True)
-class ActiveJob:
-    """A job this consumer is running: what ``status`` and the dashboard list, what abort cancels."""
-
-    task: asyncio.Task[None] | None = None
-    name: str = ""
-    job_try: int = 0
-    started: float = 0.0  # wall clock; 0 until the job's function is called
+# What one claim round answers: the claim entries, the next due time or False, the abort set's ids
+# or False.
+Round = tuple[list[list[Any]], Any, Any]
 
 
 def consumer_id() -> str:
@@ -239,20 +221,63 @@ class Claimer:
     """The claim rounds of one consumer, one at a time (see the module docstring)."""
 
     def __init__(self, redis: Redis, queue: str, lease_ms: str) -> None:
+        self.redis = redis
         self.queue = queue
         self.lease_ms = lease_ms
         self.id = consumer_id()
         self.key = claims_key(queue, self.id)
+        self.stop_key = consumer_stop_key(queue, self.id)
+        # An idle round waits on the producers' wake-up list and on this consumer's own.
+        self.wake_keys = [wake_key(queue), consumer_wake_key(queue, self.id)]
         self.serial = 1  # the round under way, or the last one that got no reply
         self.script = redis.register_script(CLAIM_SCRIPT)
+        self.direct = DedicatedConnection(redis)  # the claim loop's own connection
 
-    async def claim(self, now: int, free: int) -> tuple[list[list[Any]], Any, Any]:
+    def _claim(self, now: int, free: int, after_wait: bool) -> tuple[Any, ...]:
+        keys = (self.queue, self.key, self.stop_key)
+        args = (now, free, self.lease_ms, ABORT_MAX_AGE_MS, str(self.serial), int(after_wait))
+        return ("EVALSHA", self.script.sha, len(keys), *keys, *args)
+
+    async def claim(self, now: int, free: int) -> Round:
         """Claim up to ``free`` due jobs: (the claim entries, the next due time or False, the abort
         set's ids or False). Raising (Redis unreachable past the client's retries) leaves the round
         open: the next call sends it again and gets its claims, not new ones."""
-        claimed, next_due, aborts = await self.script(
-            keys=[self.queue, self.key],
-            args=[now, free, self.lease_ms, ABORT_MAX_AGE_MS, str(self.serial)],
-        )
+        return (await self.round(now, free))[0]
+
+    async def claim_after_wake(self, now: int, free: int, wait: float) -> Round:
+        """Wait up to ``wait`` seconds for a wake-up (a producer's, or this consumer's own stop),
+        then claim as ``claim`` does, in one round trip: the claim is pipelined behind the BLPOP,
+        and Redis runs it the moment the wait ends (an idle worker's wake-up costs one reply)."""
+        return (await self.round(now, free, wait))[0]
+
+    async def round(
+        self, now: int, free: int, wait: float = 0.0, before: Sequence[tuple[Any, ...]] = ()
+    ) -> tuple[Round, list[Any]]:
+        """One round on the claim loop's own connection, in one write: the ``before`` commands
+        (the completer's outcomes), a wait for a wake-up when ``wait``, then the claim. Returns
+        the claim's answer and the replies to ``before`` (an error reply as its exception)."""
+        commands = [*before]
+        if wait:
+            commands.append(("BLPOP", *self.wake_keys, wait))
+        commands.append(self._claim(now, free, bool(wait)))
+        *replies, reply = await self.direct.execute(*commands)
+        if isinstance(reply, NoScriptError):  # a restarted Redis: the script is loaded and sent
+            await self.direct.execute(("SCRIPT", "LOAD", self.script.script))
+            (reply,) = await self.direct.execute(self._claim(now_ms(), free, False))
+        for error in (reply, *replies[len(before) :]):
+            if isinstance(error, Exception):  # the round stays open: sent again, claims answered
+                raise error
         self.serial += 1  # answered: the next round is a new one
-        return claimed, next_due, aborts
+        return (reply[0], reply[1], reply[2]), replies[: len(before)]
+
+    async def close(self) -> None:
+        """Give the claim loop's connection back to the pool."""
+        await self.direct.close()
+
+    async def stop(self) -> None:
+        """Claim nothing more, and end a wait for a wake-up under way (``claim_after_wake``)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.stop_key, b"1", px=int(self.lease_ms))
+            pipe.lpush(self.wake_keys[1], b"1")
+            pipe.pexpire(self.wake_keys[1], int(self.lease_ms))
+            await pipe.execute()

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from arq.constants import keep_cronjob_progress
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from pgpool_client.dedicated import DedicatedConnection
 from worker.core.clock import now_ms
 from worker.queue.keys import (
     ABORT_SET,
@@ -120,7 +123,9 @@ class Completer:
 
     def __init__(self, redis: Redis, queue: str) -> None:
         self.queue = queue
+        self.keys = (queue, failures_key(queue))
         self.finish_script = redis.register_script(FINISH_SCRIPT)
+        self.direct = DedicatedConnection(redis)  # the write loop's own connection
         self.pending: list[Outcome] = []
         self.written = asyncio.Event()
         self.to_write = asyncio.Event()
@@ -138,14 +143,46 @@ class Completer:
             batch, self.pending = self.pending, []
             if batch:
                 try:
-                    await self.finish_script(
-                        keys=[self.queue, failures_key(self.queue)],
-                        args=[RECENT_FAILURES, *(a for o in batch for a in self._fields(o))],
-                    )
+                    await self._write(batch)
                 except BaseException:
                     self.pending[:0] = batch  # written on the next round
                     raise
             self.written.set()
+
+    def take(self) -> list[Outcome]:
+        """The pending outcomes, for a claim round to write in the same round trip (their
+        ``finish_command``); the round gives them back with ``settle``."""
+        batch, self.pending = self.pending, []
+        return batch
+
+    def settle(self, batch: list[Outcome], reply: Any) -> None:
+        """A claim round wrote ``batch`` (``reply``: the finish script's), or failed to (``reply``
+        an exception: the write loop writes them, loading the script if Redis lost it)."""
+        if isinstance(reply, BaseException):
+            self.pending[:0] = batch
+            self.to_write.set()
+        else:
+            self.written.set()
+
+    def finish_command(self, batch: list[Outcome]) -> tuple[Any, ...]:
+        """The finish script's call for ``batch``."""
+        sha, keys = self.finish_script.sha, self.keys
+        fields = (a for o in batch for a in self._fields(o))
+        return ("EVALSHA", sha, len(keys), *keys, RECENT_FAILURES, *fields)
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        """One call of the finish script on the write loop's own connection."""
+        finish = self.finish_command(batch)
+        (reply,) = await self.direct.execute(finish)
+        if isinstance(reply, NoScriptError):  # a restarted Redis: the script is loaded and sent
+            await self.direct.execute(("SCRIPT", "LOAD", self.finish_script.script))
+            (reply,) = await self.direct.execute(finish)
+        if isinstance(reply, Exception):
+            raise reply
+
+    async def close(self) -> None:
+        """Give the write loop's connection back to the pool."""
+        await self.direct.close()
 
     async def flush(self, timeout: float) -> None:
         """Wait until the write loop recorded every pending outcome, for ``timeout`` seconds at most

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from worker.runtime.claims import ActiveJob
+from worker.runtime.claimed import ActiveJob
 from worker.runtime.completer import Completer
 from worker.runtime.metrics import WorkerMetrics
-from worker.runtime.producer import Producer
+from worker.runtime.producer import MAX_IDLE_BLOCK, Producer
 
 if TYPE_CHECKING:
     from worker.runtime.adaptive import AdaptiveLimit
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPORT_INTERVAL = 10.0
+# On shutdown the claim loop's last round ends this fast (its wait for a wake-up is ended, or
+# times out within MAX_IDLE_BLOCK); past it (Redis does not answer) the loop is cancelled.
+CLAIM_LOOP_END = MAX_IDLE_BLOCK + 1.0
 
 
 def running_worker(ctx: dict[str, Any]) -> Worker | None:
@@ -137,6 +140,9 @@ class Consumer:
         that does not answer: their jobs run again when their lease ends); stop the loops. The
         pool closes after this."""
         self.stop_claiming()
+        ending = [*self.tasks[:1], *filter(None, [self.producer.stopping])]
+        if ending:  # the claim loop's last round may still start jobs: waited for below
+            await asyncio.wait(ending, timeout=min(flush_timeout, CLAIM_LOOP_END))
         running = [t for t in self.worker.tasks.values() if not t.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=grace)
@@ -147,6 +153,8 @@ class Consumer:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.producer.claimer.close()
+        await self.completer.close()
 
     def _chain_signals(self) -> None:
         """Stop claiming on SIGTERM/SIGINT before arq's own handler drains the running jobs."""

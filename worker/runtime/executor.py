@@ -27,7 +27,7 @@ from arq.worker import Function, JobExecutionFailed, Retry, Worker
 from worker.core.clock import now_ms
 from worker.core.logs import job_event
 from worker.queue.codec import claimed_job
-from worker.runtime.claims import ActiveJob, Claim
+from worker.runtime.claimed import ActiveJob, Claim
 from worker.runtime.completer import Outcome
 from worker.runtime.leases import LEASE_SET_KEY
 from worker.runtime.metrics import JobSeries, WorkerMetrics
@@ -93,10 +93,12 @@ class Executor:
         except Exception:  # a bug here must not lose the job: arq's lease expiry re-runs it
             logger.exception("job %s: the consumer failed to run it", job_id)
         finally:
+            # The slot first: a claim loop waiting for one then runs before the completer's write
+            # loop, and writes this outcome in its round (worker/runtime/producer.py).
+            self.release(job_id, active)
             if outcome is not None:  # it frees the gates the claim gave the job
                 outcome.gates, outcome.priority = claim.gates, claim.priority
                 self.record(outcome)
-            self.release(job_id, active)
 
     async def _execute(self, claim: Claim, active: ActiveJob) -> Outcome:
         """decode → context → call → outcome."""

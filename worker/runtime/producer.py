@@ -2,9 +2,12 @@
 (``worker/runtime/claims.py``), none while PostgreSQL is unreachable (``worker/runtime/breaker.py``),
 and starts one task per claimed job on its job runner (``worker/runtime/executor.py``).
 
-An idle producer blocks on ``<queue>:wake`` (which this project's producers of jobs push to) or
-until the next deferred job is due; a full one still looks at arq's abort set every ``FULL_CHECK``
-seconds. Every round refreshes the heartbeat, the worker's liveness (``worker/queue/health.py``).
+A round that took fewer jobs than there are free slots found no more due: the next one first
+blocks on ``<queue>:wake`` (which this project's producers of jobs push to) until a wake-up or the
+next deferred job is due, with its claim pipelined behind the wait, so that an idle worker's
+wake-up costs one reply (``Claimer.claim_after_wake``). A full producer still looks at arq's abort
+set every ``FULL_CHECK`` seconds. Every round refreshes the heartbeat, the worker's liveness
+(``worker/queue/health.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from worker.core.clock import now_ms
-from worker.queue.keys import wake_key
-from worker.runtime.claims import ActiveJob, Claim, Claimer
+from worker.runtime.claimed import ActiveJob, Claim
+from worker.runtime.claims import Claimer
 from worker.runtime.executor import Executor
 
 if TYPE_CHECKING:
@@ -32,6 +36,8 @@ logger = logging.getLogger(__name__)
 FULL_CHECK = 0.5
 # An idle consumer blocks on its wake-up list at most this long, so that its heartbeat stays fresh.
 MAX_IDLE_BLOCK = 1.0
+# A shorter wait (the next deferred job is due within it) is a sleep, then a plain round.
+MIN_WAIT = 0.01
 
 
 class Producer:
@@ -58,17 +64,28 @@ class Producer:
         self.running = 0
         self.max_jobs = worker.max_jobs  # or the adaptive limit's (worker/runtime/adaptive.py)
         self.accepting = True
+        self.waiting = False  # a round waits for a wake-up now (Claimer.claim_after_wake)
+        self.stopping: asyncio.Future[None] | None = None
         self.slot_free = asyncio.Event()
         self.serial = 0
         self.active: dict[str, ActiveJob] = {}
         self.aborting: set[str] = set()
         self.heartbeat = time.time()  # the claim loop's last round (wall clock)
+        self.completer = completer
         self.executor = Executor(worker, metrics, self.aborting, completer.record, self.release)
         self.run = self.executor.run
 
     def stop_claiming(self) -> None:
         self.accepting = False
         self.slot_free.set()
+        if self.waiting and self.stopping is None:  # end the round's wait now, with no claim
+            self.stopping = asyncio.ensure_future(self._stop_round())
+
+    async def _stop_round(self) -> None:
+        try:
+            await self.claimer.stop()
+        except (RedisError, OSError) as exc:  # the wait ends by itself within MAX_IDLE_BLOCK
+            logger.warning("could not end the claim round's wait: %s", exc)
 
     def _free_slots(self) -> int:
         """Jobs to claim now: the free slots, none while PostgreSQL is unreachable."""
@@ -80,40 +97,57 @@ class Producer:
         self.slot_free.set()
 
     async def claim_loop(self) -> None:
+        wait = 0.0  # how long the next round first waits for a wake-up
         while self.accepting:
             free = self._free_slots()
             if free <= 0:
+                wait = 0.0
                 self.slot_free.clear()
                 await self.slot_free.wait()  # a job ended, the breaker closed, or the tick
                 if self._free_slots() > 0 or not self.accepting:
                     continue
                 free = 0  # still full: this round only looks at the abort set
-            now = now_ms()
             # A round whose reply was lost is sent again (its claims, not new ones): claims.py.
-            claimed, next_due, aborts = await self.claimer.claim(now, free)
+            # The outcomes recorded since the last write go in the same round trip.
+            batch = self.completer.take()
+            before = (self.completer.finish_command(batch),) if batch else ()
+            self.waiting = bool(wait)
+            try:
+                (claimed, next_due, aborts), written = await self.claimer.round(
+                    now_ms(), free, wait, before
+                )
+            except BaseException as exc:
+                self.completer.settle(batch, exc)
+                raise
+            finally:
+                self.waiting = False
+            if batch:
+                self.completer.settle(batch, written[0])
             self.heartbeat = time.time()
             if aborts:
                 self._abort(aborts)
             for entry in claimed:
                 self._start(entry)
-            if not claimed and free > 0:
-                wait = min(self.idle_wait, MAX_IDLE_BLOCK)
-                if next_due:
-                    wait = min(wait, max((float(next_due) - now) / 1000, 0.001))
-                await self._idle(wait)
+            wait = self._idle_wait(free, len(claimed), next_due)
+            if 0 < wait < MIN_WAIT:
+                await asyncio.sleep(wait)
+                wait = 0.0
+
+    def _idle_wait(self, free: int, claimed: int, next_due: Any) -> float:
+        """How long the next round waits for a wake-up first: none after a round that took every
+        free slot (more may be due), else until the next due job, MAX_IDLE_BLOCK at most."""
+        if free <= 0 or claimed >= free:
+            return 0.0
+        wait = min(self.idle_wait, MAX_IDLE_BLOCK)
+        if next_due:
+            wait = min(wait, max((float(next_due) - now_ms()) / 1000, 0.001))
+        return wait
 
     async def tick_loop(self) -> None:
         """Wake a full claim loop now and then, to look at the abort set and beat its heart."""
         while True:
             await asyncio.sleep(FULL_CHECK)
             self.slot_free.set()
-
-    async def _idle(self, seconds: float) -> None:
-        """Wait for a producer's wake-up, a due deferred job, or a free slot after a claim."""
-        if seconds >= 0.01:
-            await self.redis.blpop([wake_key(self.queue)], timeout=seconds)  # type: ignore[misc, arg-type]
-        else:
-            await asyncio.sleep(seconds)
 
     def _abort(self, ids: list[bytes]) -> None:
         """Cancel the running jobs whose ids are in arq's abort set (the executor records them)."""
