@@ -236,7 +236,41 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             *table(data),
             "",
+            _held_back(data),
+            "",
         ]
+    )
+
+
+def _held_back(data: dict[str, Any]) -> str:
+    """What keeps the figures from their targets, in the run's own numbers."""
+    new, shared = data["median"]["new"], data["median"]["shared"]
+    paced, floor = new.get("paced_us_per_job"), shared.get("floor_us_per_tick")
+    raw = shared.get("raw_50_us_per_query")
+    full = new.get("full_50_us_per_job")
+    light = (
+        f"At light load a job costs the worker {paced / floor:.1f} times the floor "
+        f"({_fmt(paced)} against {_fmt(floor)} µs)"
+        if paced and floor
+        else "At light load"
+    )
+    heavy = (
+        f"; at full load (C=50) {_fmt(full)} µs per job against the raw pool's {_fmt(raw)} µs "
+        "per query"
+        if full and raw
+        else ""
+    )
+    return (
+        f"**What holds it back.** {light}{heavy}. At light load every job is three round trips "
+        "that each wake the process: the claim (one reply: the wait for a wake-up and the claim "
+        "are one pipelined round), its query, and the write of its outcome. On this virtual "
+        "machine a wake-up and a write to a peer on loopback cost tens of microseconds each in "
+        "the kernel, and the Python that runs after each wake-up runs on cold caches; the floor, "
+        "which does only those three round trips, is already near the 8 % target at 200/s. At "
+        "full load the rounds are shared by many jobs, and what is left is Python per job: the "
+        "job's task, its argument model, the deadline and acquire timeouts, the result's "
+        "serialisation, and asyncpg's own work for the query (bench/results/profile.md, "
+        "`make bench-profile`)."
     )
 
 

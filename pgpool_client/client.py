@@ -4,7 +4,8 @@ wire format (one round trip), and hands back a ``JobHandle`` for its status, res
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -13,9 +14,10 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from pgpool_client import codec
 from pgpool_client.config import ClientConfig
-from pgpool_client.contracts import JobContract, wire_arguments
-from pgpool_client.enqueue import enqueue_many, enqueue_payload
+from pgpool_client.contracts import JobContract, parse_many, wire_arguments, wire_dump
+from pgpool_client.enqueue import Chunk, enqueue_payload, flow_of, now_ms, send_chunks
 from pgpool_client.errors import DuplicateJob, RedisUnavailable, UnknownJob
 from pgpool_client.flow import render
 from pgpool_client.handle import EnqueueOptions, JobHandle, defer_ms
@@ -95,24 +97,50 @@ class Client(JobMethods):
         chunk: int = 1000,
         priority: int | None = None,
     ) -> list[JobHandle[Any] | None]:
-        """Enqueue many jobs of one kind, ``chunk`` per round trip.
+        """Enqueue many jobs of one kind, ``chunk`` per script call (a window of them per round
+        trip, pgpool_client.enqueue.send_chunks).
 
         Every argument set is validated before anything is sent, so bad input enqueues nothing.
         Duplicate job ids are refused as with ``enqueue``: their entry in the answer is None.
         ``priority`` (0-9) overrides the job's declared one for all of them.
         """
         contract = self._contract(name)
-        jobs = []
-        for index, kwargs in enumerate(arguments):
-            job = payload_of(contract, contract.parse((), kwargs), priority)
-            jobs.append((job_ids[index] if job_ids is not None else uuid4().hex, job))
-        if job_ids is not None and len(job_ids) != len(jobs):
-            raise ValueError(f"{len(job_ids)} job ids for {len(jobs)} jobs")
-        added = await enqueue_many(self.redis, self.queue_name, jobs, chunk)
-        return [
-            self._handle(job_id, contract) if ok else None
-            for (job_id, _), ok in zip(jobs, added, strict=True)
-        ]
+        wire = wire_dump(contract.args_model)
+        rendered = contract.flow is not None or bool(priority)
+        wires: list[dict[str, Any]] = []
+        flows: list[dict[str, Any]] = []
+        for params in parse_many(contract.name, contract.args_model, arguments):
+            wires.append(wire(params))
+            if rendered:
+                flows.append(render(contract.flow, params, priority))
+        if job_ids is not None and len(job_ids) != len(wires):
+            raise ValueError(f"{len(job_ids)} job ids for {len(wires)} jobs")
+        placed = [flow_of({"flow": flow}) for flow in flows] if rendered else None
+        trace = trace_fields()  # the span active at the call, for every job of it
+        handles: list[JobHandle[Any]] = []
+        handle, name, serialize = self._handle, contract.name, codec.serialize
+
+        def build(start: int, stop: int) -> Chunk:
+            enqueued = now_ms()
+            ids = job_ids[start:stop] if job_ids is not None else new_job_ids(stop - start)
+            handles.extend([handle(job_id, contract) for job_id in ids])
+            if rendered or trace:
+                payloads = [
+                    serialize(
+                        job_payload(name, wires[at], flows[at] if rendered else None, trace)
+                        | {"t": None, "et": enqueued}
+                    )
+                    for at in range(start, stop)
+                ]
+            else:  # each job's dict freed as soon as it is written: no work for the collector
+                payloads = [
+                    serialize({"f": name, "a": (), "k": k, "t": None, "et": enqueued})
+                    for k in wires[start:stop]
+                ]
+            return enqueued, ids, payloads, placed and placed[start:stop]
+
+        added = await send_chunks(self.redis, self.queue_name, len(wires), chunk, build)
+        return [h if ok else None for h, ok in zip(handles, added, strict=True)]
 
     def _handle(self, job_id: str, contract: JobContract | None) -> JobHandle[Any]:
         return JobHandle(self.redis, job_id, self.queue_name, contract, self.read_retries)
@@ -123,15 +151,41 @@ class Client(JobMethods):
         return self._handle(job_id, None if name is None else self._contract(name))
 
 
+def new_job_ids(count: int, random: Callable[[int], bytes] = os.urandom) -> list[str]:
+    """``count`` fresh job ids, each as ``uuid4().hex`` writes one (32 lowercase hex digits of a
+    random RFC 4122 UUID, version 4), from one read of ``random`` (the system's randomness)."""
+    raw = bytearray(random(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_RFC_4122)
+    text = raw.hex()
+    return [text[at : at + 32] for at in range(0, 32 * count, 32)]
+
+
+# Byte 6 of a version 4 UUID is 0x4?, byte 8 is 0b10?????? (the variant): uuid.UUID(version=4).
+_VERSION_4 = bytes(0x40 | (b & 0x0F) for b in range(256))
+_RFC_4122 = bytes(0x80 | (b & 0x3F) for b in range(256))
+
+
 def payload_of(contract: JobContract, params: BaseModel, priority: int | None) -> dict[str, Any]:
     """A job's payload (before its enqueue time): its name, its arguments as JSON and, when it
     declares any or ``priority`` is given, its flow control rendered from the arguments; inside
     an OpenTelemetry span, that span's W3C ``traceparent`` (and ``tracestate``)."""
-    job: dict[str, Any] = {"f": contract.name, "a": [], "k": wire_arguments(params)}
-    flow = render(contract.flow, params, priority)
+    arguments = wire_arguments(params)
+    return job_payload(
+        contract.name, arguments, render(contract.flow, params, priority), trace_fields()
+    )
+
+
+def job_payload(
+    name: str,
+    arguments: dict[str, Any],
+    flow: dict[str, Any] | None,
+    trace: dict[str, str] | None,
+) -> dict[str, Any]:
+    """``payload_of`` from its parts: ``flow`` ("flow", when not empty), ``trace`` (its fields)."""
+    job: dict[str, Any] = {"f": name, "a": [], "k": arguments}
     if flow:
         job["flow"] = flow
-    trace = trace_fields()
     if trace:
         job.update(trace)
     return job

@@ -3,7 +3,7 @@ type of its result; and the one way arguments are validated, by producers and by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, TypeVar, get_args
@@ -71,6 +71,36 @@ def parse_arguments(
         return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise InvalidJobArguments(job=job, details=describe(exc)) from None
+
+
+def parse_many(
+    job: str, model: type[M], arguments: Iterable[Mapping[str, Any] | None]
+) -> Iterator[M]:
+    """``parse_arguments(job, model, (), kwargs)`` of each argument set in turn (lenient, keyword
+    arguments only), with its validator looked up once."""
+    validate = model.__pydantic_validator__.validate_python
+    for kwargs in arguments:
+        try:
+            params = validate(kwargs or {}, strict=False)
+        except ValidationError as exc:
+            raise InvalidJobArguments(job=job, details=describe(exc)) from None
+        yield params
+
+
+def wire_dump(model: type[BaseModel]) -> Callable[[BaseModel], dict[str, Any]]:
+    """``wire_arguments`` for the instances of ``model``, its serializer and secrets looked up
+    once (the same dictionary: ``model_dump`` is this serializer's ``to_python``)."""
+    if secret_fields(model):
+        return wire_arguments
+    to_python = model.__pydantic_serializer__.to_python
+
+    def wire(params: BaseModel) -> dict[str, Any]:
+        if type(params) is not model:  # a subclass's instance: its own serializer
+            return wire_arguments(params)
+        data: dict[str, Any] = to_python(params, mode="json", exclude_defaults=True)
+        return data
+
+    return wire
 
 
 def wire_arguments(params: BaseModel) -> dict[str, Any]:

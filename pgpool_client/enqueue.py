@@ -3,14 +3,19 @@ job id that is queued, running or has a kept result, and the wake push that foll
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from pgpool_client import codec
+from pgpool_client.dedicated import DedicatedConnection, pack
 from pgpool_client.flow import MAX_PRIORITY
 from pgpool_client.keys import (
     BLOCKED_INFIX,
@@ -133,26 +138,146 @@ return added
 )
 
 
+# Chunks written at once: while Redis runs one window, the client builds the next.
+WINDOW = 2
+# One chunk, as its builder hands it over just before it is sent: its enqueue time (ms, its jobs'
+# score and "et"), its jobs' ids and payloads and, when some may have one, their (priority,
+# fairness key) (flow_of; None: every job plain).
+Chunk = tuple[int, Sequence[str], Sequence[bytes], Sequence[tuple[int, str]] | None]
+
+
 async def enqueue_many(
     redis: Redis, queue: str, jobs: Sequence[tuple[str, dict[str, Any]]], chunk: int = 1000
 ) -> list[bool]:
-    """Enqueue many ``(job_id, job)`` pairs, ``chunk`` per script call (one round trip each);
-    each entry of the answer says whether that job was added (False: its id is taken)."""
-    script = redis.register_script(ENQUEUE_MANY_SCRIPT)
-    expires = str(EXPIRES_EXTRA_MS)
-    added: list[bool] = []
-    for start in range(0, len(jobs), chunk):
+    """Enqueue many ``(job_id, job)`` pairs, ``chunk`` per script call (``send_chunks``); each
+    entry of the answer says whether that job was added (False: its id is taken)."""
+
+    def build(start: int, stop: int) -> Chunk:
         enqueued = now_ms()
-        part = jobs[start : start + chunk]
+        part = jobs[start:stop]
         placed = [flow_of(job) for _, job in part]
-        plain = not any(priority or fair for priority, fair in placed)
-        args: list[str | bytes] = [expires, str(enqueued), "2" if plain else "4"]
-        for (job_id, job), (priority, fair) in zip(part, placed, strict=True):
-            payload = codec.serialize({**job, "t": None, "et": enqueued})
-            args += (job_id, payload) if plain else (job_id, payload, str(priority), fair)
-        async with redis.pipeline(transaction=False) as pipe:
-            await script([queue], args, client=pipe)
-            wake(pipe, queue)
-            answers = (await pipe.execute())[0]
-        added.extend(bool(answer) for answer in answers)
+        payloads = [codec.serialize({**job, "t": None, "et": enqueued}) for _, job in part]
+        return enqueued, [job_id for job_id, _ in part], payloads, placed
+
+    return await send_chunks(redis, queue, len(jobs), chunk, build)
+
+
+async def send_chunks(
+    redis: Redis,
+    queue: str,
+    count: int,
+    chunk: int,
+    build: Callable[[int, int], Chunk],
+    *,
+    script: str = ENQUEUE_MANY_SCRIPT,
+) -> list[bool]:
+    """Run ``script`` (ENQUEUE_MANY_SCRIPT) once per ``chunk`` of ``count`` jobs, each followed
+    by a wake push; ``build(start, stop)`` gives a chunk just before it is sent. On one
+    connection of ``redis``'s pool (pgpool_client.dedicated): the first chunk alone, then
+    ``WINDOW`` chunks per write, each window built while Redis runs the one before; in order,
+    so that of two jobs with one id the later is refused. A script Redis does not have
+    (NOSCRIPT) is loaded and its chunks sent again; any other error reply is raised (the
+    windows before it stay enqueued). One True/False (added/taken) per job; no round trip for
+    no jobs."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if count <= 0:
+        return []
+    sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()  # its name in Redis
+    head = pack([("EVALSHA", sha, 1, queue)])[len(b"*4\r\n") :]
+    key = wake_key(queue)
+    wake = pack([("LPUSH", key, b"1"), ("LTRIM", key, 0, 0)])
+    starts = range(0, count, chunk)
+    direct = DedicatedConnection(redis)
+    added: list[bool] = []
+    sending: asyncio.Future[list[Any]] | None = None
+    bounds = [0, *range(1, len(starts), WINDOW), len(starts)]  # the first chunk goes alone
+    try:
+        for first, last in pairwise(bounds):
+            chunks = [
+                chunk_command(head, *build(start, min(start + chunk, count)))
+                for start in starts[first:last]
+            ]
+            if sending is not None:
+                added += answers(await sending)
+            sending = asyncio.ensure_future(_send(direct, chunks, wake, script))
+            await asyncio.sleep(0)  # it writes now; the next window is built meanwhile
+        if sending is not None:
+            added += answers(await sending)
+            sending = None
+    finally:
+        if sending is not None and not sending.done():  # cancelled: its read disconnects
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        await direct.close()
+    return added
+
+
+def chunk_command(
+    head: bytes,
+    enqueued: int,
+    ids: Sequence[str],
+    payloads: Sequence[bytes],
+    placed: Sequence[tuple[int, str]] | None = None,
+) -> bytes:
+    """One chunk's EVALSHA in Redis's protocol, as ``pack`` writes it (``head``: EVALSHA, the
+    sha, 1 and the queue, packed). ARGV: the payloads' TTL (ms), the score (``enqueued``), the
+    stride, then per job its id and payload (stride 2) or, when some job of ``placed`` has a
+    priority or a fairness key, its id, payload, priority and fairness key (stride 4)."""
+    plain = placed is None or not any(priority or fair for priority, fair in placed)
+    stride = 2 if plain else 4
+    top = pack([(EXPIRES, enqueued, stride)])[len(b"*3\r\n") :]
+    parts = [b"*%d\r\n" % (7 + stride * len(ids)), head, top]
+    encoded = [job_id.encode() for job_id in ids]
+    if plain:
+        parts += [
+            b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(job_id), job_id, len(payload), payload)
+            for job_id, payload in zip(encoded, payloads, strict=True)
+        ]
+    else:
+        assert placed is not None
+        for job_id, payload, (priority, fair) in zip(encoded, payloads, placed, strict=True):
+            level, key = b"%d" % priority, fair.encode()
+            parts.append(_FOUR % (len(job_id), job_id, len(payload), payload))
+            parts.append(_FOUR % (len(level), level, len(key), key))
+    return b"".join(parts)
+
+
+EXPIRES = str(EXPIRES_EXTRA_MS)
+_FOUR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
+
+
+async def _send(
+    direct: DedicatedConnection, chunks: list[bytes], wake: bytes, script: str
+) -> list[Any]:
+    """The replies to ``chunks``, each followed by ``wake`` (per chunk: the script's, the wake
+    push's, the trim's); the chunks Redis answered NOSCRIPT are sent again, in order, once the
+    script is loaded."""
+    replies = await direct.execute_packed(b"".join(_each_then(chunks, wake)), 3 * len(chunks))
+    again = [n for n in range(len(chunks)) if isinstance(replies[3 * n], NoScriptError)]
+    if again:
+        (loaded,) = await direct.execute(("SCRIPT", "LOAD", script))
+        if isinstance(loaded, Exception):
+            raise loaded
+        resent = [chunks[n] for n in again]
+        replies_again = await direct.execute_packed(
+            b"".join(_each_then(resent, wake)), 3 * len(resent)
+        )
+        for k, n in enumerate(again):
+            replies[3 * n : 3 * n + 3] = replies_again[3 * k : 3 * k + 3]
+    return replies
+
+
+def _each_then(chunks: list[bytes], wake: bytes) -> list[bytes]:
+    return [part for command in chunks for part in (command, wake)]
+
+
+def answers(replies: list[Any]) -> list[bool]:
+    """Added/taken per job from a window's replies; the first error reply is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    added: list[bool] = []
+    for at in range(0, len(replies), 3):
+        added += map(bool, replies[at])
     return added
