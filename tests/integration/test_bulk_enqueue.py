@@ -261,3 +261,19 @@ async def test_every_chunk_of_a_window_answered_noscript_is_sent_again_in_order(
         await direct.close()
     assert answers(replies) == [True, True, False, True]  # the second chunk ran second
     assert await arq_redis.zcard(queue) == 3
+
+
+async def test_a_large_chunk_of_plain_jobs_joins_the_queue_whole_with_its_duplicates_refused(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """The script adds a plain chunk's members in ZADDs of 500: a chunk of 1,700 jobs (with the
+    same id twice, 600 apart) queues each id once, at the chunk's score."""
+    job = {"f": "get_user", "a": [], "k": {"user_id": 1}}
+    unique = ids(1_699)
+    pairs = [(job_id, job) for job_id in unique]
+    pairs.insert(1_200, (unique[600], job))  # taken by the same chunk
+    added = await enqueue_many(arq_redis, config.queue_name, pairs, chunk=2_000)
+    assert added.count(False) == 1 and not added[1_200]
+    queued = await arq_redis.zrange(config.queue_name, 0, -1, withscores=True)
+    assert sorted(m.decode() for m, _ in queued) == sorted(unique)
+    assert len({score for _, score in queued}) == 1

@@ -64,8 +64,14 @@ local function place(queue, id, score, p, fair, ttl, now)
   end
 end
 
-local added = {}
+local added, members = {}, {}
 local score, stride = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function add_members()  -- plain jobs join the queue in one ZADD per 500
+  if #members > 0 then
+    redis.call('ZADD', KEYS[1], unpack(members))
+    members = {}
+  end
+end
 for i = 4, #ARGV, stride do
   local id = ARGV[i]
   if redis.call('EXISTS', 'arq:job:' .. id, 'arq:result:' .. id) > 0 then
@@ -73,12 +79,15 @@ for i = 4, #ARGV, stride do
   else
     redis.call('PSETEX', 'arq:job:' .. id, ARGV[1], ARGV[i + 1])
     if stride == 2 then
-      redis.call('ZADD', KEYS[1], score, id)
+      members[#members + 1] = score
+      members[#members + 1] = id
+      if #members >= 1000 then add_members() end
     else
       place(KEYS[1], id, score, tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[1], score)
     end
     added[#added + 1] = 1
   end
 end
+add_members()
 return added
 `;
