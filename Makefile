@@ -109,7 +109,7 @@ bench-adaptive: check-services  ## WORKER_MAX_JOBS=auto vs a fixed 10..200 on th
 bench-growth: check-services  ## how cost grows: max_jobs, pool, processes, queue depth, table size (~5 min)
 	$(BIN)/python -m bench.growth $(BENCH_ARGS)
 
-bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min)
+bench-profile: check-services  ## where a job's time goes: the worker under py-spy (~1 min); BENCH_ARGS="--paced 200" at light load
 	$(BIN)/python -m bench.profile $(BENCH_ARGS)
 
 bench-cost: check-services  ## worker CPU per job at 200 jobs/s and at full load, vs the raw pool; BENCH_ARGS="--against REV" (~5 min)

@@ -25,3 +25,19 @@ def test_profile_of_a_short_drain(bench_database: str, tmp_path: Path) -> None:
     stacks = raw.read_text().splitlines()
     assert stacks and all(line.rpartition(" ")[2].isdigit() for line in stacks)
     assert any("worker/runtime/executor.py" in line for line in stacks)  # sampled while it drained
+
+
+def test_profile_at_light_load(bench_database: str, tmp_path: Path) -> None:
+    """``--paced``: jobs enqueued one by one at a rate while py-spy samples the running worker."""
+    raw = tmp_path / "profile-paced.txt"
+    stdout = run_bench(
+        "bench.profile",
+        bench_database,
+        *("--paced", "100", "--seconds", "2", "--users", "1000", "--rate", "500"),
+        *("--output", str(raw)),
+        timeout=170,
+    )
+    assert "enqueued one by one at 100/s" in stdout
+    stacks = raw.read_text().splitlines()
+    assert stacks and all(line.rpartition(" ")[2].isdigit() for line in stacks)
+    assert any("worker/runtime/producer.py" in line for line in stacks)  # its claim loop ran
