@@ -43,9 +43,8 @@ ABORT_MAX_AGE_MS = 3_600_000
 
 # KEYS[1] = the queue, KEYS[2] = the consumer's claims_key (optional: without it no round is kept
 # for a re-send), KEYS[3] = its stop key (optional: once set, rounds claim nothing); ARGV: now
-# (ms), the free slots, the lease (ms), the abort entries' max age (ms), the round's serial, and
-# '1' when the round was sent behind a wait for a wake-up (now is then Redis's clock when the
-# script runs, if that is later).
+# (ms; Redis's clock when the script runs is used if it is later), the free slots, the lease
+# (ms), the abort entries' max age (ms), the round's serial.
 #
 # A round already answered under this serial (a re-send) answers the same claims again: each job
 # still held by that claim (its in-progress key there, its try counter unchanged) gets its lease
@@ -67,7 +66,9 @@ CLAIM_SCRIPT = (
     f"""
 local queue, now, limit, lease = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local record, serial = KEYS[2], ARGV[5]
-if ARGV[6] == '1' then  -- sent behind a wait for a wake-up: now is when it runs, not when sent
+do  -- now is when the script runs (Redis's clock), not when the round was sent: every round of
+  -- every worker decides on one clock (a rate's tokens above all), and a round sent behind a
+  -- wait for a wake-up sees the jobs enqueued meanwhile as due
   local t = redis.call('TIME')
   now = math.max(now, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
@@ -233,9 +234,9 @@ class Claimer:
         self.script = redis.register_script(CLAIM_SCRIPT)
         self.direct = DedicatedConnection(redis)  # the claim loop's own connection
 
-    def _claim(self, now: int, free: int, after_wait: bool) -> tuple[Any, ...]:
+    def _claim(self, now: int, free: int) -> tuple[Any, ...]:
         keys = (self.queue, self.key, self.stop_key)
-        args = (now, free, self.lease_ms, ABORT_MAX_AGE_MS, str(self.serial), int(after_wait))
+        args = (now, free, self.lease_ms, ABORT_MAX_AGE_MS, str(self.serial))
         return ("EVALSHA", self.script.sha, len(keys), *keys, *args)
 
     async def claim(self, now: int, free: int) -> Round:
@@ -259,11 +260,11 @@ class Claimer:
         commands = [*before]
         if wait:
             commands.append(("BLPOP", *self.wake_keys, wait))
-        commands.append(self._claim(now, free, bool(wait)))
+        commands.append(self._claim(now, free))
         *replies, reply = await self.direct.execute(*commands)
         if isinstance(reply, NoScriptError):  # a restarted Redis: the script is loaded and sent
             await self.direct.execute(("SCRIPT", "LOAD", self.script.script))
-            (reply,) = await self.direct.execute(self._claim(now_ms(), free, False))
+            (reply,) = await self.direct.execute(self._claim(now_ms(), free))
         for error in (reply, *replies[len(before) :]):
             if isinstance(error, Exception):  # the round stays open: sent again, claims answered
                 raise error
