@@ -17,6 +17,9 @@ import asyncpg
 import pytest
 from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker, create_worker
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jobs.context import RESOURCES_KEY, Resources
 from jobs.registry import JobSpec
@@ -177,3 +180,13 @@ def run_worker(config: Config) -> RunWorker:
         return worker
 
     return run
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider whose spans end up in memory (OpenTelemetry's SDK), for one test."""
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield provider, spans
+    provider.shutdown()

@@ -13,18 +13,17 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench import node_client
 from bench.node_client import NODE_DIR
 from tests.conftest import RunWorker
+from tests.tracing_spans import continues, run_span
 from worker.config import Config
 from worker.runtime.tracing import TRACING_KEY, JobTracing
 
@@ -83,15 +82,6 @@ def node() -> str:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield provider, spans
-    provider.shutdown()
-
-
 def without_otel(tmp_path: Path) -> Path:
     """A project with the built client installed in its node_modules, and the client's own
     dependencies but @opentelemetry/api."""
@@ -122,24 +112,6 @@ async def run_node(node: str, script: str, cwd: Path, config: Config) -> dict[st
     assert done.returncode == 0, done.stderr[-4000:]
     ids: dict[str, object] = json.loads(done.stdout)
     return ids
-
-
-def run_span(spans: list[ReadableSpan], job_id: object) -> ReadableSpan:
-    found = [
-        s
-        for s in spans
-        if s.name == "run get_user" and (s.attributes or {}).get("messaging.message.id") == job_id
-    ]
-    assert len(found) == 1, [s.name for s in spans]
-    return found[0]
-
-
-def continues(span: ReadableSpan, traceparent: str, tracestate: str = "") -> None:
-    """``span`` is a child of the producer's span that ``traceparent`` names."""
-    assert span.parent is not None and span.parent.is_remote
-    assert f"{span.context.trace_id:032x}" == traceparent[3:35]
-    assert f"{span.parent.span_id:016x}" == traceparent[36:52]
-    assert span.context.trace_state.to_header() == tracestate
 
 
 @pytest.mark.timeout(300)

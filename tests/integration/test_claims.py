@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from redis.exceptions import ResponseError
 
 from pgpool_client.enqueue import enqueue_payload
 from worker.config import Config
 from worker.queue.enqueue import enqueue_many
 from worker.queue.keys import wake_key
 from worker.runtime.claims import CLAIM_SCRIPT, Claimer
+from worker.runtime.completer import Completer, Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +168,40 @@ async def test_a_round_that_took_fewer_than_its_free_slots_says_when_the_next_jo
     assert abs(int(next_due) - later) < 5_000
     full, none_due, _ = await claimer.claim(int(time.time() * 1000), 0)
     assert full == [] and none_due is None
+
+
+async def test_outcomes_a_round_carries_are_written_and_given_back_when_redis_refuses_them(
+    config: Config, arq_redis: ArqRedis
+) -> None:
+    """A claim round writes the completer's pending outcomes in its own round trip; when Redis
+    answers the finish script with an error, the outcomes go back to the write loop, which
+    writes them."""
+    queue = config.queue_name
+    first, second = await queue_jobs(arq_redis, queue, 2)
+    claimer = Claimer(arq_redis, queue, LEASE_MS)
+    completer = Completer(arq_redis, queue)
+    await claimer.claim(int(time.time() * 1000), 2)
+    completer.record(Outcome(first, "finish", b'{"r": 1}', 60_000))
+    batch = completer.take()
+    _, written = await claimer.round(
+        int(time.time() * 1000), 0, before=(completer.finish_command(batch),)
+    )
+    completer.settle(batch, written[0])
+    assert await arq_redis.get(f"arq:result:{first}") == b'{"r": 1}' and not completer.pending
+
+    completer.record(Outcome(second, "finish", b'{"r": 2}', 60_000))
+    batch = completer.take()
+    refused = ("EVALSHA", "0" * 40, *completer.finish_command(batch)[2:])  # no such script
+    _, written = await claimer.round(int(time.time() * 1000), 0, before=(refused,))
+    assert isinstance(written[0], ResponseError)
+    completer.settle(batch, written[0])
+    assert completer.pending == batch
+    loop = asyncio.create_task(completer.write_loop())
+    try:
+        await asyncio.wait_for(completer.flush(5), 10)
+    finally:
+        loop.cancel()
+    assert await arq_redis.get(f"arq:result:{second}") == b'{"r": 2}'
+    assert await arq_redis.exists(f"arq:in-progress:{second}", f"arq:job:{second}") == 0
+    await claimer.close()
+    await completer.close()

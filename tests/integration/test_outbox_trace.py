@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jobs.registry import JOBS_BY_NAME
 from tests.conftest import ADMIN_URL, RunWorker
+from tests.tracing_spans import continues, run_span
 from worker.config import Config
 from worker.db.outbox import enqueue_in_transaction
 from worker.db.pool import MIGRATIONS_DIR, migrate, with_database
@@ -50,33 +49,6 @@ REFUSED = re.escape(
     "00-<32 lowercase hex trace id, not all zero>-<16 lowercase hex parent span id, not all zero>-"
     "<2 lowercase hex flags>"
 )
-
-
-@pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield provider, spans
-    provider.shutdown()
-
-
-def run_span(spans: list[ReadableSpan], job_id: str) -> ReadableSpan:
-    found = [
-        s
-        for s in spans
-        if s.name.startswith("run ") and (s.attributes or {}).get("messaging.message.id") == job_id
-    ]
-    assert len(found) == 1, [s.name for s in spans]
-    return found[0]
-
-
-def continues(span: ReadableSpan, traceparent: str, tracestate: str = "") -> None:
-    assert span.parent is not None and span.parent.is_remote
-    assert f"{span.context.trace_id:032x}" == traceparent[3:35]
-    assert f"{span.parent.span_id:016x}" == traceparent[36:52]
-    assert span.context.trace_state.to_header() == tracestate
-    assert (span.attributes or {}).get("pgpool.job.outcome") == "succeeded"
 
 
 async def payload(arq_redis: ArqRedis, job_id: str) -> dict[str, object]:

@@ -6,7 +6,6 @@ new trace and fails nothing; tracing off adds no payload field and makes no span
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import orjson
@@ -25,15 +24,6 @@ from worker.queue.enqueue import enqueue_many
 from worker.runtime.tracing import TRACING_KEY, JobTracing
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield provider, spans
-    provider.shutdown()
 
 
 def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:

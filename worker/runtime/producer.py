@@ -117,7 +117,8 @@ class Producer:
                     now_ms(), free, wait, before
                 )
             except BaseException as exc:
-                self.completer.settle(batch, exc)
+                if batch:  # the write loop writes them
+                    self.completer.settle(batch, exc)
                 raise
             finally:
                 self.waiting = False
