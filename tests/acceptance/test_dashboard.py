@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -116,14 +117,37 @@ async def dashboard(dashboard_server: DashboardServer) -> str:
 
 
 def texts(browser: WebDriver, selector: str) -> list[str]:
-    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, selector)]
+    """The rendered text of every element ``selector`` matches, read in one script: the page
+    re-renders every 2 s, so element handles read one by one can go stale between two reads."""
+    found = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText.trim());",
+        selector,
+    )
+    return [str(t) for t in found]
+
+
+def cells(browser: WebDriver, selector: str) -> list[list[str]]:
+    """The cells' texts of every row ``selector`` matches, read in one script (as ``texts``)."""
+    found = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map((r) => [...r.querySelectorAll('td')].map((c) => c.innerText.trim()));",
+        selector,
+    )
+    return [[str(c) for c in row] for row in found]
 
 
 async def settled(browser: WebDriver, check: object, what: str) -> None:
-    """Poll the page (it refreshes itself every 2 s) until ``check(browser)`` holds."""
+    """Poll the page (it refreshes itself every 2 s) until ``check(browser)`` holds; an element
+    that a re-render replaced between two reads counts as not yet."""
+
+    def attempt() -> bool:
+        try:
+            return bool(check(browser))  # type: ignore[operator]
+        except StaleElementReferenceException:
+            return False
 
     async def probe() -> bool:
-        return bool(await asyncio.to_thread(check, browser))  # type: ignore[arg-type]
+        return await asyncio.to_thread(attempt)
 
     await wait_until(probe, timeout=30, what=what)
 

@@ -12,7 +12,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.acceptance.conftest import http_json, worker_cli
-from tests.acceptance.test_dashboard import browser, dashboard, dashboard_server, settled, texts
+from tests.acceptance.test_dashboard import (
+    browser,
+    cells,
+    dashboard,
+    dashboard_server,
+    settled,
+    texts,
+)
 from worker.client import JobClient
 from worker.config import Config
 from worker.runtime.claims import Claimer
@@ -41,12 +48,7 @@ async def test_dashboard_shows_paused_names_and_limits_with_their_use(
     await asyncio.to_thread(browser.get, dashboard)
     await settled(browser, lambda b: texts(b, "#queue-blocked") == ["4"], "four blocked jobs")
     assert texts(browser, "#flow-paused") == ["paused: get_user (2 waiting)"]
-    rows = {
-        row.find_element(By.CSS_SELECTOR, "td").text: [
-            td.text for td in row.find_elements(By.CSS_SELECTOR, "td")
-        ]
-        for row in browser.find_elements(By.CSS_SELECTOR, "#flow-limits tr.limit")
-    }
+    rows = {row[0]: row for row in cells(browser, "#flow-limits tr.limit")}
     assert rows["heavy-db"] == [
         "heavy-db",
         "concurrency",

@@ -36,6 +36,7 @@ class Proxy:
         self.dropped = 0  # replies lost so far (read from the test's thread)
         self.links: set[_Link] = set()
         self.silent_new = False  # black_hole(new_connections=True) until restore()
+        self.cuts = 0  # how many cuts so far: a connection accepted before one does not survive it
 
     def start(self) -> Proxy:
         self.thread.start()
@@ -76,9 +77,15 @@ class Proxy:
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
 
     async def _listen(self) -> None:
-        self.server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
-        )
+        cuts = self.cuts  # the connections this listener accepts die with the next cut
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.cuts != cuts:  # accepted before a cut, handled after it
+                writer.transport.abort()
+                return
+            await self._serve(reader, writer, cuts)
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", self.port, reuse_address=True)
 
     async def _restore(self) -> None:
         self.silent_new = False
@@ -91,6 +98,7 @@ class Proxy:
         self.silent_new = self.silent_new or new_connections
 
     async def _cut(self) -> None:
+        self.cuts += 1
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -98,7 +106,9 @@ class Proxy:
             _reset(writer)
         self.writers.clear()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cuts: int
+    ) -> None:
         link = _Link(self.silent_new)
         if link.silent:  # accepted, never answered: nothing upstream
             self.writers.add(writer)
@@ -112,6 +122,10 @@ class Proxy:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            return
+        if self.cuts != cuts:  # cut while this connection was being set up: reset it as well
+            writer.transport.abort()
+            up_writer.transport.abort()
             return
         self.writers.update((writer, up_writer))
         awaited = [0]  # requests of this connection whose reply is to be lost
