@@ -77,38 +77,55 @@ def connection(ctx: JobContext) -> AbstractAsyncContextManager[Conn]:
     (``async with connection(ctx) as conn``). Traced when the worker traces."""
     res = resources(ctx)
     if res.tracing is not None:
-        return res.tracing.connection(_pooled(ctx, res))
-    return _pooled(ctx, res)
+        return res.tracing.connection(_Pooled(ctx, res))
+    return _Pooled(ctx, res)
 
 
-@asynccontextmanager
-async def _pooled(ctx: JobContext, res: Resources) -> AsyncIterator[Conn]:
-    timeout = res.acquire_timeout
-    left = remaining(ctx)
-    if left is not None:
-        timeout = max(min(timeout, left), 0.001)
-    hook, released = res.on_acquire, res.on_release
-    timed = hook is not None or released is not None
-    started = time.perf_counter() if timed else 0.0
-    try:
-        async with asyncio.timeout(timeout):  # not acquire(timeout=): that wraps it in a task
-            conn = await res.pool.acquire()
-    except TimeoutError as exc:
-        waited = time.perf_counter() - started
-        if hook is not None:
-            hook(waited, False)
-        if released is not None:
-            released(waited, 0.0)
-        raise PoolAcquireTimeout(timeout=timeout, max_size=res.pool.get_max_size()) from exc
-    acquired = time.perf_counter() if timed else 0.0
-    if hook is not None:
-        hook(acquired - started, True)
-    try:
-        yield conn
-    finally:
+class _Pooled:
+    """``async with``: a connection of the pool within the acquire timeout (the job's remaining
+    time at most), released on every path; the hooks of ``Resources`` told of both. A class, not
+    an ``asynccontextmanager``: it is on every job's path, and a generator costs more."""
+
+    __slots__ = ("acquired", "conn", "ctx", "res", "started")
+
+    def __init__(self, ctx: JobContext, res: Resources) -> None:
+        self.ctx, self.res = ctx, res
+        self.conn: Conn | None = None
+        self.started = self.acquired = 0.0
+
+    async def __aenter__(self) -> Conn:
+        res = self.res
+        timeout = res.acquire_timeout
+        left = remaining(self.ctx)
+        if left is not None:
+            timeout = max(min(timeout, left), 0.001)
+        hook, released = res.on_acquire, res.on_release
+        timed = hook is not None or released is not None
+        started = self.started = time.perf_counter() if timed else 0.0
+        try:
+            async with asyncio.timeout(timeout):  # not acquire(timeout=): that wraps it in a task
+                conn = self.conn = await res.pool.acquire()
+        except TimeoutError as exc:
+            waited = time.perf_counter() - started
+            if hook is not None:
+                hook(waited, False)
+            if released is not None:
+                released(waited, 0.0)
+            raise PoolAcquireTimeout(timeout=timeout, max_size=res.pool.get_max_size()) from exc
+        if timed:
+            acquired = self.acquired = time.perf_counter()
+            if hook is not None:
+                hook(acquired - started, True)
+        return conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        res = self.res
         await res.pool.release(conn)
-        if released is not None:
-            released(acquired - started, time.perf_counter() - acquired)
+        if res.on_release is not None:
+            res.on_release(self.acquired - self.started, time.perf_counter() - self.acquired)
 
 
 @asynccontextmanager

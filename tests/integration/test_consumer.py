@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,8 +20,10 @@ from worker.queue import codec
 from worker.queue.connection import redis_settings
 from worker.queue.enqueue import enqueue_many
 from worker.queue.stats import queue_stats
+from worker.runtime import producer
 from worker.runtime.claims import ABORT_MAX_AGE_MS, CLAIM_SCRIPT
 from worker.runtime.leases import LeaseKeeper
+from worker.runtime.lifecycle import SERVICES_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +85,32 @@ async def test_an_idle_consumer_wakes_on_enqueue(
             user = await handle.result(timeout=10)
             assert user is not None and user.id == 2
             assert time.monotonic() - started < 10
+    finally:
+        worker_task.cancel()
+        await asyncio.gather(worker_task, return_exceptions=True)
+
+
+async def test_at_light_load_the_claim_round_carries_each_outcome(
+    config: Config,
+    run_worker: RunWorker,
+    users: list[asyncpg.Record],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One job at a time: the claim loop lingers until the running job ends (LINGER made long, so
+    that a slow machine cannot end it first), and its next round writes the outcome, so that the
+    completer's write loop never needs a connection of its own."""
+    monkeypatch.setattr(producer, "LINGER", 60.0)
+    ctx: dict[str, Any] = {"config": config}
+    worker_task = asyncio.ensure_future(run_worker(burst=False, ctx=ctx))
+    try:
+        async with JobClient.connect(config) as client:
+            for user_id in (1, 2, 3):
+                handle = await client.get_user(user_id)
+                user = await handle.result(timeout=10)
+                assert user is not None and user.id == user_id
+        consumer = ctx[SERVICES_KEY].consumer
+        assert consumer.completer.direct.conn is None and not consumer.completer.pending
+        assert consumer.producer.claimer.direct.conn is not None
     finally:
         worker_task.cancel()
         await asyncio.gather(worker_task, return_exceptions=True)

@@ -129,6 +129,9 @@ class Completer:
         self.pending: list[Outcome] = []
         self.written = asyncio.Event()
         self.to_write = asyncio.Event()
+        # The claim loop lingers (producer.py): its next round carries the outcomes recorded now,
+        # and the write loop leaves them (``linger_ended`` hands back what that round did not take).
+        self.carried = False
 
     def record(self, outcome: Outcome) -> None:
         """Queue one outcome for the next write."""
@@ -140,6 +143,8 @@ class Completer:
         while True:
             await self.to_write.wait()
             self.to_write.clear()
+            if self.carried:
+                continue
             batch, self.pending = self.pending, []
             if batch:
                 try:
@@ -154,6 +159,12 @@ class Completer:
         ``finish_command``); the round gives them back with ``settle``."""
         batch, self.pending = self.pending, []
         return batch
+
+    def linger_ended(self) -> None:
+        """The claim loop stopped lingering: the write loop writes what its round does not take."""
+        self.carried = False
+        if self.pending:
+            self.to_write.set()
 
     def settle(self, batch: list[Outcome], reply: Any) -> None:
         """A claim round wrote ``batch`` (``reply``: the finish script's), or failed to (``reply``
