@@ -108,11 +108,17 @@ class LingeringProxy(Proxy):
 
     hold = False
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cuts: int
+    ) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            return
+        if self.cuts != cuts:  # cut while being set up (as Proxy._serve)
+            writer.transport.abort()
+            up_writer.transport.abort()
             return
         self.writers.update((writer, up_writer))
         await asyncio.gather(
