@@ -261,9 +261,10 @@ def _held_back(data: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"**What holds it back.** {light}{heavy}. At light load every job is three round trips "
-        "that each wake the process: the claim (one reply: the wait for a wake-up and the claim "
-        "are one pipelined round), its query, and the write of its outcome. On this virtual "
+        f"**What holds it back.** {light}{heavy}. At light load every job is three replies "
+        "that each wake the process: the claim's (the wait for a wake-up and the claim are one "
+        "pipelined round), its query's, and its outcome's, which goes out in the next round, "
+        "ahead of that round's wait (two writes, three replies). On this virtual "
         "machine a wake-up and a write to a peer on loopback cost tens of microseconds each in "
         "the kernel, and the Python that runs after each wake-up runs on cold caches; the floor, "
         "which does only those three round trips, is already near the 8 % target at 200/s. At "

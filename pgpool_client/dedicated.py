@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
@@ -91,12 +92,21 @@ def pack(commands: Sequence[Sequence[EncodableT]]) -> bytes:
 
 
 async def _round_trip(conn: Connection, packed: bytes, count: int) -> list[Any]:
+    writer = conn._writer  # redis-py's own send, without its task per command
+    if writer is not None and writer.transport.is_closing():
+        # The peer reset the connection while it was idle (between two rounds): redis-py notices
+        # only on its next read, and a write to the closed transport would raise RuntimeError
+        # (uvloop), which no retry policy knows. A connection lost is a new connection.
+        await conn.disconnect(nowait=True)
     if not conn.is_connected:
         await conn.connect()  # type: ignore[no-untyped-call]
-    writer = conn._writer  # redis-py's own send, without its task per command
+    writer = conn._writer
     assert writer is not None
     try:
-        writer.write(packed)
+        try:
+            writer.write(packed)
+        except RuntimeError as exc:  # closed under us (uvloop's "the handler is closed")
+            raise RedisConnectionError(f"connection lost before the write: {exc}") from None
         if writer.transport.get_write_buffer_size():  # the socket did not take it all at once
             async with asyncio.timeout(conn.socket_timeout):
                 await writer.drain()

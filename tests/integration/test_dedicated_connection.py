@@ -5,13 +5,17 @@ the pool's policy."""
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
+import uvloop
 from arq.connections import ArqRedis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
 from pgpool_client.dedicated import DedicatedConnection, pack
+from tests.faults.conftest import url_via, wait_until
+from tests.faults.proxy import Proxy
 from worker.config import Config
 from worker.queue.connection import install_policy
 
@@ -64,3 +68,37 @@ async def test_a_killed_connection_is_replaced_and_the_commands_sent_again(
     finally:
         await direct.close()
     assert direct.conn is None
+
+
+def test_a_connection_reset_while_idle_is_replaced_on_uvloop(config: Config) -> None:
+    """The worker runs on uvloop, where a write to a transport the peer has reset raises
+    RuntimeError (no retry policy knows it): the next round opens a new connection instead. A
+    reset between two claim rounds once ended the claim loop for good, unseen."""
+    parts = urlsplit(config.redis_url)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 6379).start()
+
+    async def scenario() -> None:
+        redis = ArqRedis.from_url(url_via(config.redis_url, proxy.port))
+        await install_policy(redis, config)
+        direct = DedicatedConnection(redis)
+        try:
+            (first,) = await direct.execute(("CLIENT", "ID"))
+            proxy.cut()  # every connection reset (RST), none accepted
+            proxy.restore()
+            assert direct.conn is not None and direct.conn._writer is not None
+            transport = direct.conn._writer.transport
+
+            async def closed() -> bool:  # the loop saw the reset (no read was pending)
+                return transport.is_closing()
+
+            await wait_until(closed, 10, "the reset to close the transport")
+            (second,) = await direct.execute(("CLIENT", "ID"))
+            assert second != first
+        finally:
+            await direct.close()
+            await redis.aclose()
+
+    try:
+        uvloop.run(scenario())
+    finally:
+        proxy.stop()

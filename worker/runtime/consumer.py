@@ -184,6 +184,9 @@ class Consumer:
                 self.metrics.redis_error(name)
                 logger.warning("job %s loop: %s; resuming in 1s", name, exc)
                 await asyncio.sleep(1)
+            except Exception:  # a defect must not end claiming or recording for good, unseen
+                logger.exception("job %s loop failed; resuming in 1s", name)
+                await asyncio.sleep(1)
 
     async def _report_loop(self) -> None:
         """One INFO line every REPORT_INTERVAL seconds with the work done, not one per job."""
