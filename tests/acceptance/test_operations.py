@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -93,7 +94,7 @@ async def test_each_worker_keeps_its_own_health_record(
 
 
 async def test_liveness_fails_while_the_event_loop_is_blocked(
-    spawn: Spawn, config: Config, arq_redis: ArqRedis, counters: Counters
+    spawn: Spawn, config: Config, arq_redis: ArqRedis, counters: Counters, tmp_path: Path
 ) -> None:
     port = free_port()
     await spawn(METRICS_PORT=str(port), JOB_LEASE="20")  # the job is not taken over meanwhile
@@ -101,11 +102,16 @@ async def test_liveness_fails_while_the_event_loop_is_blocked(
     assert (await http_json(f"{base}/healthz"))[0] == 200
     assert (await worker_cli(config, "health", METRICS_PORT=str(port))).returncode == 0
     key = f"blocked-{uuid.uuid4().hex[:8]}"
-    await arq_redis.enqueue_job("fault_write", key=key, block=5.0)
+    # The loop stays blocked while the flag file exists (15 s at most, below the lease): however
+    # slowly the probes below start, they run while it is blocked.
+    flag = tmp_path / "blocked"
+    flag.touch()
+    await arq_redis.enqueue_job("fault_write", key=key, block=15.0, block_while=str(flag))
     await wait_until(lambda: counters.runs(key), what="the blocking job to start")
     with pytest.raises(TimeoutError):  # the loop cannot answer
         await http_get(f"{base}/healthz", timeout=1.0)
     probe = await worker_cli(config, "health", "--live", METRICS_PORT=str(port))
+    flag.unlink()
     assert probe.returncode == 1, probe.stdout
     assert json.loads(probe.stdout)["healthy"] is False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ class FaultWriteArgs(JobArgs):
     key: Annotated[str, Field(min_length=1)]
     hold: float = 0.0  # seconds of pg_sleep inside the write transaction (a running query)
     block: float = 0.0  # seconds the event loop is blocked (time.sleep) before the write
+    block_while: str | None = None  # a file: the block ends early once it is gone
     fail_tries: int = 0  # tries up to this one fail with a transient error before writing
     fail_permanently: bool = False
     token: SecretStr | None = None  # a secret argument: must never be logged or stored in results
@@ -47,8 +49,12 @@ async def fault_write(ctx: JobContext, args: FaultWriteArgs) -> FaultWriteResult
             str(ctx.get("job_id")),
             job_try,
         )
-    if args.block:
-        time.sleep(args.block)  # noqa: ASYNC251  (the fault: a blocked event loop)
+    if args.block:  # the fault: a blocked event loop
+        end = time.monotonic() + args.block
+        while (left := end - time.monotonic()) > 0:
+            if args.block_while is not None and not os.path.exists(args.block_while):  # noqa: ASYNC240
+                break
+            time.sleep(min(left, 0.05))  # noqa: ASYNC251
     if job_try <= args.fail_tries:
         raise ConnectionResetError(f"injected transient fault on try {job_try}")
     if args.fail_permanently:
