@@ -256,7 +256,7 @@ def _held_back(data: dict[str, Any]) -> str:
     )
     heavy = (
         f"; at full load (C=50) {_fmt(full)} µs per job against the raw pool's {_fmt(raw)} µs "
-        "per query"
+        f"per query, {_fmt(full - raw)} µs of Python per job beyond the query"
         if full and raw
         else ""
     )
@@ -268,9 +268,12 @@ def _held_back(data: dict[str, Any]) -> str:
         "machine a wake-up and a write to a peer on loopback cost tens of microseconds each in "
         "the kernel, and the Python that runs after each wake-up runs on cold caches; the floor, "
         "which does only those three round trips, is already near the 8 % target at 200/s. At "
-        "full load the rounds are shared by many jobs, and what is left is Python per job: the "
-        "job's task, its argument model, the deadline and acquire timeouts, the result's "
-        "serialisation, and asyncpg's own work for the query (bench/results/profile.md, "
+        "full load the rounds are shared by several jobs each, "
+        "and what is left is Python per job, spread thin: the job's task and its coroutines "
+        "(runner, policy, job, pooled connection), three timeouts (the job's deadline, the "
+        "acquire's, asyncpg's release), asyncpg's shielded release, the argument model and the "
+        "result's model, the payload's decoding and the result's encoding; no one of them is "
+        "more than a few per cent of the samples (bench/results/profile.md, "
         "`make bench-profile`)."
     )
 
