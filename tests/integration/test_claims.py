@@ -195,7 +195,9 @@ async def test_outcomes_a_round_carries_are_written_and_given_back_when_redis_re
     _, written = await claimer.round(int(time.time() * 1000), 0, before=(refused,))
     assert isinstance(written[0], ResponseError)
     completer.settle(batch, written[0])
-    assert completer.pending == batch
+    # Handed back to the write loop alone (which loads the script): no later round takes them
+    # again, or a Redis without the finish script would see them sent and refused forever.
+    assert completer.handed_back == batch and completer.take() == []
     loop = asyncio.create_task(completer.write_loop())
     try:
         await asyncio.wait_for(completer.flush(5), 10)

@@ -127,6 +127,9 @@ class Completer:
         self.finish_script = redis.register_script(FINISH_SCRIPT)
         self.direct = DedicatedConnection(redis)  # the write loop's own connection
         self.pending: list[Outcome] = []
+        # Outcomes a claim round failed to write (a Redis that lost the finish script answers
+        # NOSCRIPT): the write loop's alone, which loads the script; never taken by a round again.
+        self.handed_back: list[Outcome] = []
         self.written = asyncio.Event()
         self.to_write = asyncio.Event()
         # The claim loop lingers (producer.py): its next round carries the outcomes recorded now,
@@ -143,16 +146,18 @@ class Completer:
         while True:
             await self.to_write.wait()
             self.to_write.clear()
-            if self.carried:
-                continue
-            batch, self.pending = self.pending, []
+            batch, self.handed_back = self.handed_back, []
+            if not self.carried:  # else a lingering claim round takes the pending ones
+                batch += self.pending
+                self.pending = []
             if batch:
                 try:
                     await self._write(batch)
                 except BaseException:
-                    self.pending[:0] = batch  # written on the next round
+                    self.handed_back[:0] = batch  # written on the next round
                     raise
-            self.written.set()
+            if not self.pending:
+                self.written.set()
 
     def take(self) -> list[Outcome]:
         """The pending outcomes, for a claim round to write in the same round trip (their
@@ -170,7 +175,7 @@ class Completer:
         """A claim round wrote ``batch`` (``reply``: the finish script's), or failed to (``reply``
         an exception: the write loop writes them, loading the script if Redis lost it)."""
         if isinstance(reply, BaseException):
-            self.pending[:0] = batch
+            self.handed_back[:0] = batch
             self.to_write.set()
         else:
             self.written.set()
@@ -200,7 +205,7 @@ class Completer:
         (a Redis that does not answer: their jobs run again when their lease ends)."""
         try:
             async with asyncio.timeout(timeout):
-                while self.pending:
+                while self.pending or self.handed_back:
                     self.to_write.set()
                     self.written.clear()
                     await self.written.wait()
@@ -208,7 +213,7 @@ class Completer:
             logger.warning(
                 "Redis did not take the last %d outcome(s) within %gs; their jobs run again when "
                 "their lease ends",
-                len(self.pending),
+                len(self.pending) + len(self.handed_back),
                 timeout,
             )
 

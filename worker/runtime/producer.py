@@ -5,7 +5,9 @@ and starts one task per claimed job on its job runner (``worker/runtime/executor
 A round that took fewer jobs than there are free slots found no more due: the next one first
 blocks on ``<queue>:wake`` (which this project's producers of jobs push to) until a wake-up or the
 next deferred job is due, with its claim pipelined behind the wait, so that an idle worker's
-wake-up costs one reply (``Claimer.claim_after_wake``). A full producer still looks at arq's abort
+wake-up costs one reply (``Claimer.claim_after_wake``). While jobs run, that round first lingers
+up to ``LINGER`` for one of them to end, and carries its outcome ahead of its wait (the completer's
+write loop leaves it to the round). A full producer still looks at arq's abort
 set every ``FULL_CHECK`` seconds. Every round refreshes the heartbeat, the worker's liveness
 (``worker/queue/health.py``).
 """
